@@ -1,0 +1,44 @@
+# Two commands do everything: `make run` (set up, pull the data, reproduce the pipeline)
+# and `make test` (set up, run the test suite). Both create and reuse .venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+# Empty here (pip finds the CPU wheel on its own); CI on GitHub sets the PyTorch CPU wheel index.
+TORCH_INDEX_URL ?=
+
+export HF_HUB_OFFLINE ?= 1
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export DVC_NO_ANALYTICS ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: install run test lint system-deps clean
+
+$(BIN)/mlops: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==$(TORCH_VERSION) $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(BIN)/mlops
+
+run: install
+	$(BIN)/dvc pull
+	$(BIN)/dvc repro
+	$(BIN)/dvc metrics show
+
+# Prometheus, Alertmanager and PostgreSQL for the end-to-end tests (Debian packages; needs root or sudo).
+system-deps:
+	@bash .ci/system-deps
+
+test: install system-deps
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+clean:
+	rm -rf $(VENV) models mlflow.db mlruns mlartifacts wandb report

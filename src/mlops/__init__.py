@@ -1,0 +1,1 @@
+"""MLOps template: train, evaluate, report, deploy and serve a text classifier."""

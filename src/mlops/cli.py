@@ -1,0 +1,52 @@
+"""The one command line: `mlops COMMAND`. Each command is a thin call into the modules."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mlops.config import DEFAULT_PARAMS, load_params
+from mlops.errors import MlopsError
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+
+ParamsOption = Annotated[Path, typer.Option("--params", help="The parameters file.")]
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more detail.")] = False) -> None:
+    """Train, evaluate, report on, deploy and serve the model."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def train(params: ParamsOption = DEFAULT_PARAMS) -> None:
+    """Train the model on the train split and track the run in MLflow (DVC stage `train`)."""
+    from mlops import stages
+
+    run = stages.train(load_params(params))
+    typer.echo(f"MLflow run {run.run_id}: model logged at {run.model_uri}")
+
+
+@app.command()
+def evaluate(params: ParamsOption = DEFAULT_PARAMS) -> None:
+    """Score the model and the baseline on the test split into evaluate/ (DVC stage `evaluate`)."""
+    from mlops import stages
+
+    metrics = stages.evaluate(load_params(params))
+    typer.echo(
+        f"accuracy {metrics['accuracy']:.4f} (baseline {metrics['baseline']['accuracy']:.4f}), "
+        f"macro-F1 {metrics['macro_f1']:.4f}, p95 latency {metrics['latency_p95_ms']:.1f} ms"
+    )
+
+
+def run() -> None:
+    """Console entry point: a user's mistake is one line on stderr and exit status 1, never a traceback."""
+    try:
+        app()
+    except MlopsError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise SystemExit(1) from None

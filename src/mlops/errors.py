@@ -1,0 +1,5 @@
+"""The one exception type the CLI turns into a one-line error and a non-zero exit."""
+
+
+class MlopsError(Exception):
+    """A problem the user can fix; its message says what is wrong and what to do."""

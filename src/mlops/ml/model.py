@@ -1,0 +1,134 @@
+"""The model: a small BERT built from a config with a tokenizer trained here, or a pretrained checkpoint.
+
+Forkers: edit this file to change the architecture. Anything that
+``AutoModelForSequenceClassification`` can load works through ``model.pretrained``
+(a local directory saved with ``save_pretrained``, or a hub name where the hub is reachable).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+
+from mlops.config import ModelParams
+from mlops.errors import MlopsError
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+class ModelError(MlopsError):
+    """The model or tokenizer cannot be built or loaded."""
+
+
+def train_tokenizer(texts: list[str], params: ModelParams) -> PreTrainedTokenizerFast:
+    """A lower-casing WordPiece tokenizer learned from the training texts only."""
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=params.vocab_size, special_tokens=SPECIAL_TOKENS)
+    tokenizer.train_from_iterator(texts, trainer)
+    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        model_max_length=params.max_length,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+
+
+def build(
+    params: ModelParams, labels: list[str], train_texts: list[str]
+) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    """The tokenizer and a freshly initialised (or pretrained) classifier for ``labels``."""
+    id2label = dict(enumerate(labels))
+    label2id = {label: index for index, label in id2label.items()}
+    if params.pretrained:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(params.pretrained)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                params.pretrained,
+                num_labels=len(labels),
+                id2label=id2label,
+                label2id=label2id,
+                ignore_mismatched_sizes=True,
+            )
+        except (OSError, ValueError) as error:
+            raise ModelError(
+                f"cannot load the pretrained model {params.pretrained!r} ({str(error).splitlines()[0]}): "
+                "point model.pretrained at a directory saved with save_pretrained"
+            ) from None
+        return tokenizer, model
+
+    tokenizer = train_tokenizer(train_texts, params)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=params.hidden_size,
+        num_hidden_layers=params.num_layers,
+        num_attention_heads=params.num_heads,
+        intermediate_size=params.intermediate_size,
+        max_position_embeddings=params.max_length,
+        hidden_dropout_prob=params.dropout,
+        attention_probs_dropout_prob=params.dropout,
+        classifier_dropout=params.classifier_dropout,
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=len(labels),
+        id2label=id2label,
+        label2id=label2id,
+    )
+    return tokenizer, BertForSequenceClassification(config)
+
+
+class TextClassifier:
+    """Inference on a saved model directory: texts in, class probabilities out."""
+
+    def __init__(self, directory: Path | str, max_length: int | None = None) -> None:
+        self.directory = directory = Path(directory)
+        if not (directory / "config.json").exists():
+            raise ModelError(f"{directory} holds no saved model: run `dvc repro train` first")
+        self.tokenizer = AutoTokenizer.from_pretrained(directory)
+        self.model = AutoModelForSequenceClassification.from_pretrained(directory).eval()
+        self.max_length = max_length or self.tokenizer.model_max_length
+        self.labels = [self.model.config.id2label[index] for index in range(self.model.config.num_labels)]
+
+    def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        if not texts:
+            return np.empty((0, len(self.labels)), dtype=np.float32)
+        # Batching texts of similar length wastes less compute on padding.
+        order = np.argsort([len(text) for text in texts], kind="stable")
+        probabilities = np.empty((len(texts), len(self.labels)), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                chunk = order[start : start + batch_size]
+                encoded = self.tokenizer(
+                    [texts[index] for index in chunk],
+                    truncation=True,
+                    max_length=self.max_length,
+                    padding=True,
+                    return_tensors="pt",
+                )
+                logits = self.model(**encoded).logits
+                probabilities[chunk] = torch.softmax(logits, dim=-1).numpy()
+        return probabilities
+
+    def size_mb(self) -> float:
+        weights = [path for path in self.directory.iterdir() if path.suffix in {".safetensors", ".bin"}]
+        return sum(path.stat().st_size for path in weights) / 2**20
