@@ -17,7 +17,7 @@ from mlops.config import Params
 from mlops.ml import evaluate as evaluate_lib
 from mlops.ml import train as train_lib
 from mlops.ml.data import describe, encode_labels, load_splits
-from mlops.ml.model import TextClassifier
+from mlops.ml.model import LABEL_SHARE_FILE, TextClassifier
 
 MODELS_DIR = Path("models")
 MODEL_DIR = MODELS_DIR / "model"
@@ -51,6 +51,10 @@ def train(params: Params) -> tracking.RunInfo:
     with tempfile.TemporaryDirectory(prefix=".models-", dir=".") as staging:
         staged = Path(staging) / "models"
         history = train_lib.train(splits, params, staged / "model")
+        shares = splits.train["label"].value_counts(normalize=True)
+        _write_json(
+            staged / "model" / LABEL_SHARE_FILE, {label: float(shares.get(label, 0.0)) for label in params.data.labels}
+        )
         _write_json(staged / "history.json", history)
         run = tracking.log_training(params, history, staged / "model", splits.test["text"].head(3).tolist())
         _write_json(staged / "run.json", run.to_json())

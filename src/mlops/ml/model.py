@@ -7,6 +7,7 @@ Forkers: edit this file to change the architecture. Anything that
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,8 @@ from mlops.config import ModelParams
 from mlops.errors import MlopsError
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# Saved beside the weights: the label mix the model was trained on, which serving watches for drift.
+LABEL_SHARE_FILE = "training_label_share.json"
 
 
 class ModelError(MlopsError):
@@ -108,6 +111,8 @@ class TextClassifier:
         self.model = AutoModelForSequenceClassification.from_pretrained(directory).eval()
         self.max_length = max_length or self.tokenizer.model_max_length
         self.labels = [self.model.config.id2label[index] for index in range(self.model.config.num_labels)]
+        share_file = directory / LABEL_SHARE_FILE
+        self.training_label_share: dict[str, float] = json.loads(share_file.read_text()) if share_file.exists() else {}
 
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         if not texts:
