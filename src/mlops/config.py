@@ -112,6 +112,7 @@ class ServingParams(Section):
     max_items: PositiveInt
     max_text_chars: PositiveInt
     reload_seconds: Annotated[float, Field(gt=0)]
+    feedback_window: PositiveInt
 
 
 class CanaryParams(Section):
