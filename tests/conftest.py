@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from servers import mlflow_server_url, postgres_url  # noqa: F401  (session fixtures: real PostgreSQL, mlflow server)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
