@@ -121,6 +121,7 @@ class CanaryParams(Section):
     max_error_rate_increase: Share
     max_latency_p99_ratio: Annotated[float, Field(ge=1)]
     max_accuracy_drop: Share
+    min_feedback: Annotated[int, Field(ge=0)]
 
 
 class Params(Section):
