@@ -1,0 +1,445 @@
+"""The model server: champion and canary challenger behind one FastAPI app, batched, measured, reloadable.
+
+Routes: POST /predict, POST /feedback, GET /healthz, GET /readyz, GET /metrics, POST /admin/reload
+and, with fault injection on, POST /admin/faults.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the request class built inside create_app.
+import asyncio
+import json
+import logging
+import random
+import sys
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Self
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mlops.config import Params, ServingParams
+from mlops.serving.metrics import Metrics
+from mlops.serving.models import ModelPool, ModelSource
+from mlops.serving.router import Variant, route
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("mlops.serving.access")
+
+USER_KEY_HEADER = "x-user-id"
+UNLOGGED_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
+MAX_KEY_CHARS = 256
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorBody, "description": description}
+    for code, description in {
+        400: "The body is not valid JSON.",
+        422: "The body is JSON but not a valid request.",
+        500: "The model failed (or a fault was injected).",
+    }.items()
+}
+
+
+class Prediction(BaseModel):
+    label: str
+    score: float
+
+
+class PredictResponse(BaseModel):
+    request_id: str
+    variant: Variant
+    version: str
+    predictions: list[Prediction]
+
+
+class FeedbackResult(BaseModel):
+    variant: Variant
+    version: str
+    predicted: str
+    correct: bool
+
+
+class FeedbackResponse(BaseModel):
+    request_id: str
+    label: str
+    results: list[FeedbackResult]
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    request_id: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)]
+    label: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=200)]
+    index: Annotated[int, Field(strict=True, ge=0, description="Which text of a batch request the label is for.")] = 0
+
+
+class FaultRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    variant: Variant
+    error_rate: Annotated[float, Field(ge=0, le=1)]
+    delay_ms: Annotated[float, Field(ge=0, le=60_000)]
+
+
+def predict_request_model(settings: ServingParams) -> type[BaseModel]:
+    """The /predict body, its limits taken from params.yaml (and so shown in the OpenAPI schema)."""
+    Text = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=settings.max_text_chars)]
+
+    class PredictRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        text: Text | None = None
+        texts: Annotated[list[Text], Field(min_length=1, max_length=settings.max_items)] | None = None
+        key: Annotated[
+            str | None,
+            Field(
+                max_length=MAX_KEY_CHARS,
+                description="Routing key (a user id): the same key always reaches the same variant. "
+                "The X-User-Id header does the same; this field wins when both are given.",
+            ),
+        ] = None
+
+        @model_validator(mode="after")
+        def _one_input(self) -> Self:
+            if (self.text is None) == (self.texts is None):
+                raise ValueError("give exactly one of text (one string) or texts (a list of strings)")
+            return self
+
+        @property
+        def inputs(self) -> list[str]:
+            return [self.text] if self.texts is None else self.texts
+
+    return PredictRequest
+
+
+@dataclass
+class Answer:
+    version: str
+    predicted: list[str]
+
+
+@dataclass
+class Record:
+    labels: list[str]
+    answers: dict[Variant, Answer] = field(default_factory=dict)
+    judged: set[int] = field(default_factory=set)
+
+
+class RecentPredictions:
+    """What each recent request was told, so feedback can be scored; the oldest are forgotten first."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._records: OrderedDict[str, Record] = OrderedDict()
+
+    def add(self, request_id: str, variant: Variant, answer: Answer, labels: list[str]) -> None:
+        record = self._records.get(request_id)
+        if record is None:
+            record = self._records[request_id] = Record(labels)
+            if len(self._records) > self.capacity:
+                self._records.popitem(last=False)
+        record.answers[variant] = answer
+
+    def get(self, request_id: str) -> Record | None:
+        return self._records.get(request_id)
+
+
+@dataclass(frozen=True)
+class Fault:
+    error_rate: float
+    delay_ms: float
+
+
+def _describe_validation(error: RequestValidationError) -> tuple[int, str]:
+    first = error.errors()[0]
+    if first["type"] == "json_invalid":
+        reason = first.get("ctx", {}).get("error", "parse error")
+        return 400, f"the body is not valid JSON ({reason}): send a JSON object"
+    location = ".".join(str(part) for part in first["loc"] if part != "body") or "body"
+    message = first["msg"].removeprefix("Value error, ")
+    more = len(error.errors()) - 1
+    return 422, f"{location}: {message}" + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+
+
+class RequestObserver:
+    """ASGI middleware: a request id for every request, one JSON access-log line, and the request metrics."""
+
+    def __init__(self, app: ASGIApp, server: "ModelServer") -> None:
+        self.app = app
+        self.server = server
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        headers = dict(scope["headers"])
+        key = headers.get(USER_KEY_HEADER.encode(), b"").decode("latin-1")[:MAX_KEY_CHARS] or request_id
+        state = scope.setdefault("state", {})
+        state.update(request_id=request_id, variant=self.server.choose(key), version=None)
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            path = scope["path"]
+            if path == "/predict":
+                self.server.metrics.requests.labels(variant=state["variant"], status=str(status)).inc()
+                self.server.metrics.latency.labels(variant=state["variant"]).observe(elapsed)
+            if path not in UNLOGGED_PATHS:
+                entry = {
+                    "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "path": path,
+                    "status": status,
+                    "variant": state["variant"] if path == "/predict" else None,
+                    "version": state["version"],
+                    "latency_ms": round(elapsed * 1000, 3),
+                }
+                access_log.info(json.dumps(entry))
+
+
+class ModelServer:
+    """The state behind the routes: the model pool, the metrics, recent answers and injected faults."""
+
+    def __init__(self, pool: ModelPool, settings: ServingParams, metrics: Metrics, fault_injection: bool) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.metrics = metrics
+        self.fault_injection = fault_injection
+        self.recent = RecentPredictions(settings.feedback_window)
+        self.faults: dict[Variant, Fault] = {}
+        self.ready = False
+        self._background: set[asyncio.Task[None]] = set()
+
+    def choose(self, key: str) -> Variant:
+        """The variant that answers: the challenger takes its share of keys unless it only shadows."""
+        if self.settings.shadow or self.pool.get("challenger") is None:
+            return "champion"
+        return route(key, self.settings.challenger_share)
+
+    async def score(self, request_id: str, variant: Variant, texts: list[str]) -> tuple[str, list[Prediction]]:
+        """One variant's answer to the texts (version, predictions), recorded for feedback and metrics."""
+        fault = self.faults.get(variant)
+        if fault is not None:
+            await asyncio.sleep(fault.delay_ms / 1000)
+            if random.random() < fault.error_rate:
+                raise HTTPException(500, f"injected fault: {variant} fails {fault.error_rate:.0%} of requests")
+        served = self.pool.get(variant)
+        if served is None:  # the challenger was retired while this request waited
+            raise HTTPException(503, f"the {variant} is no longer served: retry")
+        probabilities = await served.batcher.submit(texts)
+        labels = served.model.classifier.labels
+        predictions = [Prediction(label=labels[row.argmax()], score=float(row.max())) for row in probabilities]
+        for text, prediction in zip(texts, predictions, strict=True):
+            self.metrics.input_chars.labels(variant=variant).observe(len(text))
+            self.metrics.predictions.labels(variant=variant, label=prediction.label).inc()
+        answer = Answer(served.version, [prediction.label for prediction in predictions])
+        self.recent.add(request_id, variant, answer, labels)
+        return served.version, predictions
+
+    def shadow(self, request_id: str, texts: list[str]) -> None:
+        """Score a copy of the request on the challenger in the background; its result is only measured."""
+        if not self.settings.shadow or self.pool.get("challenger") is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._shadow(request_id, texts))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _shadow(self, request_id: str, texts: list[str]) -> None:
+        started = time.perf_counter()
+        status = 200
+        try:
+            await self.score(request_id, "challenger", texts)
+        except HTTPException as error:
+            status = error.status_code
+        except Exception:
+            status = 500
+            log.exception("shadow scoring on the challenger failed")
+        self.metrics.requests.labels(variant="challenger", status=str(status)).inc()
+        self.metrics.latency.labels(variant="challenger").observe(time.perf_counter() - started)
+
+    def feedback(self, body: FeedbackRequest) -> FeedbackResponse:
+        record = self.recent.get(body.request_id)
+        if record is None:
+            raise HTTPException(
+                404,
+                f"unknown request_id {body.request_id!r}: not answered here, or older than the last "
+                f"{self.recent.capacity} requests (serving.feedback_window)",
+            )
+        texts = len(next(iter(record.answers.values())).predicted)
+        if body.index >= texts:
+            raise HTTPException(422, f"index: {body.index} is out of range, request {body.request_id} had {texts}")
+        if body.label not in record.labels:
+            raise HTTPException(422, f"label: unknown label {body.label!r}, expected one of {', '.join(record.labels)}")
+        if body.index in record.judged:
+            raise HTTPException(409, f"feedback for text {body.index} of request {body.request_id} was already given")
+        record.judged.add(body.index)
+        results = []
+        for variant, answer in record.answers.items():
+            predicted = answer.predicted[body.index]
+            correct = predicted == body.label
+            self.metrics.record_feedback(variant, correct)
+            results.append(
+                FeedbackResult(variant=variant, version=answer.version, predicted=predicted, correct=correct)
+            )
+        return FeedbackResponse(request_id=body.request_id, label=body.label, results=results)
+
+    async def poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reload_seconds)
+            try:
+                await self.pool.refresh()
+            except Exception:  # the next poll may succeed; a dead poller would never notice a moved alias
+                log.exception("checking the registry for moved aliases failed")
+
+    async def close(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await self.pool.close()
+
+
+def create_app(server: ModelServer) -> FastAPI:
+    PredictRequest = predict_request_model(server.settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        server.pool.start()
+        poller = asyncio.create_task(server.poll()) if server.pool.follows_registry else None
+        server.ready = True
+        try:
+            yield
+        finally:
+            server.ready = False
+            if poller is not None:
+                poller.cancel()
+            await server.close()
+
+    app = FastAPI(title="mlops model server", version="1", lifespan=lifespan)
+    app.add_middleware(RequestObserver, server=server)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        status, detail = _describe_validation(error)
+        return JSONResponse({"detail": detail}, status_code=status)
+
+    @app.post("/predict", response_model=PredictResponse, responses=ERROR_RESPONSES)
+    async def predict(body: PredictRequest, request: Request) -> PredictResponse:  # type: ignore[valid-type]
+        """Label one text (`text`) or a batch (`texts`); the response names the variant and version that answered."""
+        state = request.state
+        if body.key is not None:
+            state.variant = server.choose(body.key)
+        version, predictions = await server.score(state.request_id, state.variant, body.inputs)
+        state.version = version
+        server.shadow(state.request_id, body.inputs)
+        return PredictResponse(
+            request_id=state.request_id, variant=state.variant, version=version, predictions=predictions
+        )
+
+    @app.post(
+        "/feedback",
+        response_model=FeedbackResponse,
+        responses={**ERROR_RESPONSES, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+    )
+    async def feedback(body: FeedbackRequest) -> FeedbackResponse:
+        """The true label of an answered request: counts towards each variant's online accuracy."""
+        return server.feedback(body)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", responses={503: {"model": ErrorBody}})
+    async def readyz() -> dict[str, str | None]:
+        """Readiness: the champion is loaded and the server is not shutting down."""
+        champion = server.pool.get("champion")
+        if not server.ready or champion is None:
+            raise HTTPException(503, "not ready: starting or shutting down")
+        challenger = server.pool.get("challenger")
+        challenger_version = challenger.version if challenger else None
+        return {"status": "ready", "champion": champion.version, "challenger": challenger_version}
+
+    @app.get("/metrics", response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus metrics."""
+        return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/admin/reload")
+    async def reload() -> dict[str, dict[str, str | bool | None]]:
+        """Re-resolve the registry aliases now; a version that fails to load leaves the old one serving."""
+        return await server.pool.refresh()
+
+    if server.fault_injection:
+
+        @app.post("/admin/faults")
+        async def faults(body: FaultRequest) -> dict[str, float | str]:
+            """Make a variant fail at a rate and/or answer late (alert tests); zeros clear it."""
+            if body.error_rate == 0 and body.delay_ms == 0:
+                server.faults.pop(body.variant, None)
+            else:
+                server.faults[body.variant] = Fault(body.error_rate, body.delay_ms)
+            return body.model_dump()
+
+    return app
+
+
+def model_sources(params: Params, champion: str | None, challenger: str | None) -> dict[Variant, ModelSource]:
+    """What to serve: the given models, or the registry's champion and (when set) challenger aliases."""
+    name = params.tracking.registered_model
+    if champion is None:
+        champion_source = ModelSource(f"models:/{name}@champion")
+        challenger_source = ModelSource(challenger or f"models:/{name}@challenger", optional=challenger is None)
+        return {"champion": champion_source, "challenger": challenger_source}
+    sources: dict[Variant, ModelSource] = {"champion": ModelSource(champion)}
+    if challenger is not None:
+        sources["challenger"] = ModelSource(challenger)
+    return sources
+
+
+def build_server(params: Params, sources: dict[Variant, ModelSource], fault_injection: bool = False) -> ModelServer:
+    """Load the models (the champion must load) and the state the app serves from."""
+    import torch
+
+    from mlops import tracking
+
+    torch.set_num_threads(params.threads)
+    if any(":/" in source.uri for source in sources.values()):
+        tracking.connect()
+    metrics = Metrics()
+    pool = ModelPool(sources, metrics, params.serving.max_batch_size, params.serving.max_batch_wait_ms / 1000)
+    pool.load_initial()
+    return ModelServer(pool, params.serving, metrics, fault_injection)
+
+
+def serve(params: Params, sources: dict[Variant, ModelSource], host: str, port: int, fault_injection: bool) -> None:
+    """Run the server until interrupted; access logs go to stdout, one JSON object a line."""
+    import uvicorn
+
+    server = build_server(params, sources, fault_injection)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access_log.addHandler(handler)
+    access_log.setLevel(logging.INFO)
+    access_log.propagate = False
+    uvicorn.run(create_app(server), host=host, port=port, access_log=False, timeout_graceful_shutdown=30)

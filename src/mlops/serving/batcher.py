@@ -1,0 +1,109 @@
+"""Server-side batching: concurrent requests share one forward pass, run off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Predict = Callable[[list[str]], np.ndarray]
+
+
+@dataclass
+class _Job:
+    texts: list[str]
+    done: asyncio.Future[np.ndarray] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class Batcher:
+    """Queues texts from many requests and scores them together in one worker thread.
+
+    A batch takes everything already queued (up to ``max_batch_size`` texts). It waits up to
+    ``max_wait_seconds`` for more only while the previous batch was shared, so a lone client
+    never pays the wait and a busy server fills its batches. Torch releases the GIL, so the event
+    loop keeps accepting requests while a batch runs.
+    """
+
+    def __init__(
+        self,
+        predict: Predict,
+        max_batch_size: int,
+        max_wait_seconds: float,
+        on_batch: Callable[[int], None] = lambda size: None,
+    ) -> None:
+        self._predict = predict
+        self._max_batch_size = max_batch_size
+        self._max_wait_seconds = max_wait_seconds
+        self._on_batch = on_batch
+        self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def submit(self, texts: list[str]) -> np.ndarray:
+        """Class probabilities for ``texts``, one row per text, in order."""
+        if self._closed:
+            raise RuntimeError("batcher is closed")
+        job = _Job(texts)
+        self._queue.put_nowait(job)
+        return await job.done
+
+    async def close(self) -> None:
+        """Finish every job already submitted, then stop."""
+        self._closed = True
+        self._queue.put_nowait(None)
+        if self._task is not None:
+            await self._task
+        self._executor.shutdown(wait=True)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        previous_size = 0
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                break
+            jobs = [first]
+            size = len(first.texts)
+            deadline = loop.time() + self._max_wait_seconds
+            while size < self._max_batch_size:
+                if not self._queue.empty():
+                    job = self._queue.get_nowait()
+                elif previous_size > 1 and (remaining := deadline - loop.time()) > 0:
+                    try:
+                        job = await asyncio.wait_for(self._queue.get(), remaining)
+                    except TimeoutError:
+                        break
+                else:
+                    break
+                if job is None:
+                    stopping = True
+                    break
+                jobs.append(job)
+                size += len(job.texts)
+            previous_size = size
+            await self._score(jobs, size)
+
+    async def _score(self, jobs: list[_Job], size: int) -> None:
+        texts = [text for job in jobs for text in job.texts]
+        self._on_batch(size)
+        try:
+            probabilities = await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, texts)
+        except Exception as error:  # the model's failure belongs to each waiting request, not to the loop
+            for job in jobs:
+                if not job.done.done():
+                    job.done.set_exception(error)
+            return
+        start = 0
+        for job in jobs:
+            end = start + len(job.texts)
+            if not job.done.done():
+                job.done.set_result(probabilities[start:end])
+            start = end

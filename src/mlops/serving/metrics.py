@@ -1,0 +1,94 @@
+"""The server's Prometheus metrics. The names and labels are a contract with monitoring/ (alerts,
+recording rules, the Grafana dashboard and `mlops canary analyze`): rename nothing without them."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+CHARS_BUCKETS = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+class Metrics:
+    """One registry per server, so several apps (as in the tests) never share counters."""
+
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry()
+        self.requests = Counter(
+            "mlops_requests", "Prediction requests by variant and status.", ["variant", "status"], registry=registry
+        )
+        self.latency = Histogram(
+            "mlops_request_latency_seconds",
+            "Time from receiving a prediction request to answering it.",
+            ["variant"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.predictions = Counter(
+            "mlops_predictions", "Predicted labels by variant.", ["variant", "label"], registry=registry
+        )
+        self.feedback = Counter(
+            "mlops_feedback",
+            "True labels received, by whether the variant got them right.",
+            ["variant", "correct"],
+            registry=registry,
+        )
+        self.online_accuracy = Gauge(
+            "mlops_online_accuracy",
+            "Share of correct predictions among those with feedback, since start.",
+            ["variant"],
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "mlops_batch_size",
+            "Texts scored together in one forward pass.",
+            ["variant"],
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.input_chars = Histogram(
+            "mlops_input_chars", "Characters per input text.", ["variant"], buckets=CHARS_BUCKETS, registry=registry
+        )
+        self.model_info = Gauge(
+            "mlops_model_info",
+            "1 for the model version each variant serves.",
+            ["variant", "version", "model"],
+            registry=registry,
+        )
+        self.load_failures = Counter(
+            "mlops_model_load_failures",
+            "Model versions that failed to load (the previous one kept serving).",
+            ["variant"],
+            registry=registry,
+        )
+        self.training_label_share = Gauge(
+            "mlops_training_label_share",
+            "Label mix of the data the served model was trained on.",
+            ["variant", "label"],
+            registry=registry,
+        )
+        self._served: dict[str, tuple[str, str]] = {}
+        self._feedback_counts: dict[str, list[int]] = {}
+
+    def model_loaded(self, variant: str, model: str, version: str, label_share: dict[str, float]) -> None:
+        """Point the info and label-share gauges at a newly served version, dropping the old label set."""
+        self.model_unloaded(variant)
+        self.model_info.labels(variant=variant, version=version, model=model).set(1)
+        self._served[variant] = (version, model)
+        for label, share in label_share.items():
+            self.training_label_share.labels(variant=variant, label=label).set(share)
+
+    def model_unloaded(self, variant: str) -> None:
+        if variant in self._served:
+            version, model = self._served.pop(variant)
+            self.model_info.remove(variant, version, model)
+        for labels in [sample.labels for metric in self.training_label_share.collect() for sample in metric.samples]:
+            if labels["variant"] == variant:
+                self.training_label_share.remove(variant, labels["label"])
+
+    def record_feedback(self, variant: str, correct: bool) -> None:
+        self.feedback.labels(variant=variant, correct="true" if correct else "false").inc()
+        right, total = self._feedback_counts.setdefault(variant, [0, 0])
+        self._feedback_counts[variant] = [right + correct, total + 1]
+        self.online_accuracy.labels(variant=variant).set((right + correct) / (total + 1))
