@@ -95,37 +95,6 @@ def serve(
     serving.serve(settings, serving.model_sources(settings, champion, challenger), host, port, fault_injection)
 
 
-canary_app = typer.Typer(no_args_is_help=True, help="Judge the canary (challenger) on live traffic.")
-app.add_typer(canary_app, name="canary")
-
-
-@canary_app.command("analyze")
-def canary_analyze(
-    prometheus_url: Annotated[
-        str, typer.Option("--prometheus-url", envvar="PROMETHEUS_URL", help="Prometheus scraping `mlops serve`.")
-    ],
-    window: Annotated[
-        str | None, typer.Option("--window", help="How far back to look, e.g. 10m [default: params canary.window].")
-    ] = None,
-    apply: Annotated[
-        bool, typer.Option("--apply", help="Move the registry aliases: promote, or remove the challenger.")
-    ] = False,
-    params: ParamsOption = DEFAULT_PARAMS,
-) -> None:
-    """Compare challenger with champion from Prometheus: promote, hold or roll back (exit 3 on roll back)."""
-    from mlops.serving import canary
-
-    settings = load_params(params)
-    analysis = canary.analyze(prometheus_url, canary.with_window(settings.canary, window))
-    typer.echo(canary.format_table(analysis))
-    if apply:
-        from mlops.registry import registry
-
-        typer.echo(canary.apply(analysis, registry.connect(), settings.tracking.registered_model))
-    if analysis.decision is canary.Decision.ROLL_BACK:
-        raise typer.Exit(canary.ROLL_BACK_EXIT_CODE)
-
-
 def run() -> None:
     """Console entry point: a user's mistake is one line on stderr and exit status 1, never a traceback."""
     try:
