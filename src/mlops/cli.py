@@ -43,6 +43,147 @@ def evaluate(params: ParamsOption = DEFAULT_PARAMS) -> None:
     )
 
 
+@app.command()
+def report(
+    base: Annotated[
+        str | None,
+        typer.Option("--base", help="Git revision to compare with [default: merge base with main; on main, HEAD~1]."),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="The markdown file; PNG plots are written beside it.")] = Path(
+        "report/report.md"
+    ),
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Write a markdown report comparing the workspace's pipeline results with a base revision."""
+    from mlops.report import write_report
+
+    written = write_report(load_params(params), base, out)
+    typer.echo(f"wrote {written.report} and {len(written.images)} plots, compared with {written.base.how}")
+
+
+SummaryOption = Annotated[
+    Path | None,
+    typer.Option("--summary", help="Also append a Markdown summary to this file (e.g. $GITHUB_STEP_SUMMARY)."),
+]
+
+
+@app.command()
+def gate(params: ParamsOption = DEFAULT_PARAMS) -> None:
+    """Judge the workspace's model against the thresholds and the champion, re-scored on the same test split."""
+    from mlops.registry import deploy as deploy_lib
+
+    result = deploy_lib.gate(load_params(params))
+    typer.echo(deploy_lib.gate_table(result))
+    if not result.verdict.passed:
+        raise deploy_lib.GateRefused(result)
+    typer.echo("the gate passed")
+
+
+def _deploy(params: Path, promote: bool, summary: Path | None) -> None:
+    from mlops.registry import deploy as deploy_lib
+
+    try:
+        outcome = deploy_lib.deploy(load_params(params), promote=promote)
+    except deploy_lib.GateRefused as refused:
+        typer.echo(deploy_lib.gate_table(refused.result))
+        if summary:
+            with summary.open("a") as file:
+                file.write(deploy_lib.summary_markdown(refused.result, f"**Refused**: {refused}; registry unchanged."))
+        raise
+    if outcome.gate is not None:
+        typer.echo(deploy_lib.gate_table(outcome.gate))
+    typer.echo(outcome.message)
+    if summary:
+        with summary.open("a") as file:
+            file.write(deploy_lib.summary_markdown(outcome.gate, outcome.message))
+
+
+@app.command()
+def deploy(
+    params: ParamsOption = DEFAULT_PARAMS,
+    promote: Annotated[
+        bool, typer.Option("--promote/--no-promote", help="--no-promote leaves the new version as challenger.")
+    ] = True,
+    summary: SummaryOption = None,
+) -> None:
+    """Gate the workspace's model, register it (once per run or commit) and promote it to champion."""
+    _deploy(params, promote, summary)
+
+
+@app.command()
+def register(params: ParamsOption = DEFAULT_PARAMS, summary: SummaryOption = None) -> None:
+    """Gate the workspace's model and register it as challenger, without promoting it."""
+    _deploy(params, promote=False, summary=summary)
+
+
+@app.command()
+def promote(
+    version: Annotated[str | None, typer.Argument(help="The version to promote; the challenger by default.")] = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Move the champion alias to a version, remembering the replaced champion for rollback."""
+    from mlops.registry import registry
+
+    name = load_params(params).tracking.registered_model
+    client = registry.connect()
+    if version is None:
+        version = registry.aliases(client, name).get(registry.CHALLENGER)
+        if version is None:
+            raise registry.RegistryError(f"model {name!r} has no challenger: name the version, e.g. `mlops promote 3`")
+    registry.promote(client, name, version)
+    typer.echo(f"version {version} of {name} is the champion")
+
+
+@app.command()
+def rollback(params: ParamsOption = DEFAULT_PARAMS) -> None:
+    """Put the previous champion back (undoes the last promotion)."""
+    from mlops.registry import registry
+
+    name = load_params(params).tracking.registered_model
+    version = registry.rollback(registry.connect(), name)
+    typer.echo(f"rolled back: version {version} of {name} is the champion again")
+
+
+@app.command()
+def models(params: ParamsOption = DEFAULT_PARAMS) -> None:
+    """List the registered model's versions with their aliases, commit and gate verdict."""
+    from mlops.registry import registry
+
+    name = load_params(params).tracking.registered_model
+    client = registry.connect()
+    by_version: dict[str, list[str]] = {}
+    for alias, version in registry.aliases(client, name).items():
+        by_version.setdefault(version, []).append(alias)
+    typer.echo(f"{'version':>7}  {'aliases':<28}  {'commit':<10}  {'accuracy':>8}  gate")
+    for found in registry.versions(client, name):
+        tags = found.tags
+        typer.echo(
+            f"{found.version:>7}  {','.join(sorted(by_version.get(str(found.version), []))) or '-':<28}  "
+            f"{tags.get('git_commit', '-')[:10]:<10}  {tags.get('metric.accuracy', '-'):>8}  {tags.get('gate', '-')}"
+        )
+
+
+@app.command()
+def serve(
+    champion: Annotated[
+        str | None,
+        typer.Option(help="Model folder or MLflow URI; default: the registry's @champion (and @challenger)."),
+    ] = None,
+    challenger: Annotated[str | None, typer.Option(help="Model folder or MLflow URI for the canary.")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    params: ParamsOption = DEFAULT_PARAMS,
+    fault_injection: Annotated[
+        bool, typer.Option(envvar="MLOPS_FAULT_INJECTION", help="Enable POST /admin/faults (alert tests only).")
+    ] = False,
+) -> None:
+    """Serve the champion with the challenger as a canary (traffic split from params.yaml serving)."""
+    from mlops.serving import app as serving
+
+    settings = load_params(params)
+    serving.serve(settings, serving.model_sources(settings, champion, challenger), host, port, fault_injection)
+
+
 canary_app = typer.Typer(no_args_is_help=True, help="Judge the canary (challenger) on live traffic.")
 app.add_typer(canary_app, name="canary")
 
@@ -72,27 +213,6 @@ def canary_analyze(
         typer.echo(canary.apply(analysis, registry.connect(), settings.tracking.registered_model))
     if analysis.decision is canary.Decision.ROLL_BACK:
         raise typer.Exit(canary.ROLL_BACK_EXIT_CODE)
-
-
-@app.command()
-def serve(
-    champion: Annotated[
-        str | None,
-        typer.Option(help="Model folder or MLflow URI; default: the registry's @champion (and @challenger)."),
-    ] = None,
-    challenger: Annotated[str | None, typer.Option(help="Model folder or MLflow URI for the canary.")] = None,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    params: ParamsOption = DEFAULT_PARAMS,
-    fault_injection: Annotated[
-        bool, typer.Option(envvar="MLOPS_FAULT_INJECTION", help="Enable POST /admin/faults (alert tests only).")
-    ] = False,
-) -> None:
-    """Serve the champion with the challenger as a canary (traffic split from params.yaml serving)."""
-    from mlops.serving import app as serving
-
-    settings = load_params(params)
-    serving.serve(settings, serving.model_sources(settings, champion, challenger), host, port, fault_injection)
 
 
 def run() -> None:

@@ -1,0 +1,246 @@
+"""The gate, the registry on aliases and rollback, against a real sqlite store and a real `mlflow server` on PostgreSQL.
+
+Candidates are real MLflow runs of the tiny trained model; a "worse" one is the same model with its classifier
+negated (it predicts the opposite class, so it scores below the original on the same test split).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import torch
+from mlflow import MlflowClient
+from transformers import AutoModelForSequenceClassification
+
+from conftest import git, run, tiny_params, write_params
+from mlops import stages, tracking
+from mlops.config import load_params
+from mlops.registry import deploy, registry
+from mlops.registry.deploy import GateRefused
+from mlops.registry.registry import RegistryError
+from servers import free_port
+
+pytestmark = pytest.mark.slow
+
+NAME = tiny_params()["tracking"]["registered_model"]
+# Tight regression limits so the negated model is refused against the original.
+GATE = {
+    "minimum": {"accuracy": 0.0, "macro_f1": 0.0},
+    "maximum": {"model_size_mb": 50.0, "latency_p95_ms": 1000.0},
+    "max_regression": {"accuracy": 0.01, "macro_f1": 0.01},
+}
+
+
+def copy_project(pipeline_project: Path, target: Path) -> Path:
+    """The trained tiny project without its tracking store: each test starts from an empty registry."""
+    shutil.copytree(pipeline_project, target, ignore=shutil.ignore_patterns("mlflow.db", "mlruns"), symlinks=True)
+    write_params(target, tiny_params(gate=GATE))
+    git(target, "commit", "-q", "-am", "strict gate")
+    return target
+
+
+def negate_classifier(model_dir: Path) -> None:
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    with torch.no_grad():
+        model.classifier.weight.neg_()
+        model.classifier.bias.neg_()
+    model.save_pretrained(model_dir)
+
+
+def new_candidate(project: Path, negate: bool = False) -> str:
+    """What `dvc repro` does on a new commit: a tracked training run (here the same weights, optionally
+    negated) and its evaluation in the current tracking store; returns the run id."""
+    params = load_params(project / "params.yaml")
+    with contextlib.chdir(project):
+        if negate:
+            negate_classifier(stages.MODEL_DIR)
+        history = json.loads(stages.HISTORY_FILE.read_text())
+        logged = tracking.log_training(params, history, stages.MODEL_DIR, ["a fine film"])
+        stages.RUN_FILE.write_text(json.dumps(logged.to_json()))
+        stages.evaluate(params)
+    git(project, "commit", "-q", "--allow-empty", "-m", "new candidate")
+    return logged.run_id
+
+
+def snapshot(client: MlflowClient, name: str) -> object:
+    """Everything deploy could change in the registry."""
+    try:
+        model = client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        return None
+    found = client.search_model_versions(f"name = '{name}'")
+    return dict(model.aliases), sorted((v.version, sorted(v.tags.items()), v.description) for v in found)
+
+
+@contextlib.contextmanager
+def inside(project: Path) -> Iterator[object]:
+    """Run deploy in-process from the project directory with its params."""
+    with contextlib.chdir(project):
+        yield load_params(Path("params.yaml"))
+
+
+@pytest.fixture(params=["sqlite", "mlflow-server"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The tracking store under test: sqlite in the test's folder, or the session's real server on PostgreSQL
+    (one registered model name per test there, since the server outlives the test)."""
+    if request.param == "sqlite":
+        uri = f"sqlite:///{tmp_path / 'project' / 'mlflow.db'}"
+    else:
+        uri = request.getfixturevalue("mlflow_server_url")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+@pytest.fixture
+def project(pipeline_project: Path, tmp_path: Path, store: str, request: pytest.FixtureRequest) -> Path:
+    project = copy_project(pipeline_project, tmp_path / "project")
+    if store.startswith("http"):
+        unique = tiny_params(gate=GATE)
+        unique["tracking"]["registered_model"] = f"{NAME}-{request.node.name.split('[')[0].replace('_', '-')}"
+        write_params(project, unique)
+        git(project, "commit", "-q", "-am", "own model name on the shared server")
+    return project
+
+
+def name_of(project: Path) -> str:
+    return load_params(project / "params.yaml").tracking.registered_model
+
+
+def test_promote_better_refuse_worse_and_roll_back(project: Path, store: str) -> None:
+    name = name_of(project)
+    client = MlflowClient(store)
+
+    # First model: no champion, so the absolute thresholds decide.
+    new_candidate(project, negate=True)
+    with inside(project) as params:
+        first = deploy.deploy(params)
+    assert first.version == "1" and not first.gate.verdict.has_champion
+    assert registry.aliases(client, name) == {registry.CHAMPION: "1"}
+
+    # The original model beats the negated champion on the same test split: promoted.
+    new_candidate(project, negate=True)  # negating again restores the original weights
+    with inside(project) as params:
+        second = deploy.deploy(params)
+    assert second.version == "2" and second.gate.verdict.passed and second.gate.champion_version == "1"
+    assert second.gate.candidate["accuracy"] > second.gate.champion["accuracy"]
+    assert registry.aliases(client, name) == {registry.CHAMPION: "2", registry.PREVIOUS_CHAMPION: "1"}
+
+    # A worse model is refused with its reasons, and nothing in the registry changes.
+    new_candidate(project, negate=True)
+    before = snapshot(client, name)
+    with inside(project) as params, pytest.raises(GateRefused) as refused:
+        deploy.deploy(params)
+    failed = {(check.metric, check.rule) for check in refused.value.result.verdict.failures}
+    assert ("accuracy", "no regression") in failed
+    assert "accuracy" in str(refused.value) and "breaks no regression" in str(refused.value)
+    assert snapshot(client, name) == before
+
+    # Rollback restores the previous champion; a second rollback has nothing to restore.
+    assert registry.rollback(client, name) == "1"
+    assert registry.aliases(client, name) == {registry.CHAMPION: "1"}
+    assert client.get_model_version(name, "2").tags[registry.ROLLED_BACK_TAG] == "true"
+    with pytest.raises(RegistryError, match="no previous champion"):
+        registry.rollback(client, name)
+
+
+def test_registered_version_carries_lineage_and_card_and_champion_predicts(project: Path, store: str) -> None:
+    name = name_of(project)
+    run_id = new_candidate(project)
+    with inside(project) as params:
+        outcome = deploy.deploy(params)
+        commit = tracking.git_commit()
+        params_hash = deploy.params_hash(params)
+    version = MlflowClient(store).get_model_version(name, outcome.version)
+    assert version.run_id == run_id
+    assert version.tags["git_commit"] == commit
+    assert version.tags["data_version"] == tracking.data_version(project / "data.dvc") != "unknown"
+    assert version.tags["params_hash"] == params_hash
+    assert version.tags["gate"] == "passed against absolute thresholds (no champion)"
+    assert math.isfinite(float(version.tags["metric.accuracy"]))
+    for section in ("Intended use", "Data", "Metrics", "baseline", "previous champion", "Limitations"):
+        assert section in version.description
+
+    model = mlflow.pyfunc.load_model(f"models:/{name}@{registry.CHAMPION}")
+    predicted = model.predict(pd.DataFrame({"text": ["a wonderful, moving film", "dull and far too long"]}))
+    assert list(predicted.columns) == ["label", "score"]
+    assert set(predicted["label"]) <= {"rotten", "fresh"} and predicted["score"].between(0, 1).all()
+
+
+def test_deploy_twice_on_one_commit_creates_one_version(project: Path, store: str) -> None:
+    name = name_of(project)
+    new_candidate(project)
+    first = run(["mlops", "deploy"], project)
+    second = run(["mlops", "deploy"], project)
+    assert "registered and promoted" in first.stdout
+    assert "already the champion: nothing to do" in second.stdout
+    assert [v.version for v in registry.versions(MlflowClient(store), name)] == ["1"]
+    listing = run(["mlops", "models"], project).stdout
+    assert "champion" in listing and "passed" in listing
+
+
+@pytest.mark.parametrize("broken", ["nan", "missing"])
+def test_nan_or_missing_metric_is_refused_before_touching_the_registry(project: Path, store: str, broken: str) -> None:
+    new_candidate(project)
+    metrics_file = project / stages.METRICS_FILE
+    metrics = json.loads(metrics_file.read_text())
+    if broken == "nan":
+        metrics["macro_f1"] = float("nan")
+    else:
+        del metrics["macro_f1"]
+    metrics_file.write_text(json.dumps(metrics))
+    result = run(["mlops", "deploy"], project, check=False)
+    assert result.returncode == 1
+    state = "NaN or infinite" if broken == "nan" else "missing"
+    assert result.stderr.strip().splitlines() == [
+        f"error: evaluate/metrics.json: metric 'macro_f1' is {state}, so the gate cannot judge the model: "
+        "rerun `dvc repro evaluate`, or remove the metric from gate in params.yaml"
+    ]
+    assert snapshot(MlflowClient(store), name_of(project)) is None
+
+
+def test_register_leaves_a_challenger_that_promote_and_retire_move(project: Path, store: str) -> None:
+    name = name_of(project)
+    client = MlflowClient(store)
+    new_candidate(project)
+    assert "registered as challenger" in run(["mlops", "register"], project).stdout
+    assert registry.aliases(client, name) == {registry.CHALLENGER: "1"}
+    registry.retire_challenger(client, name)
+    assert registry.aliases(client, name) == {}
+    result = run(["mlops", "promote"], project, check=False)
+    assert result.returncode == 1 and "has no challenger" in result.stderr
+    assert "version 1 of" in run(["mlops", "promote", "1"], project).stdout
+    assert registry.aliases(client, name) == {registry.CHAMPION: "1"}
+
+
+def test_clear_errors_for_unknown_model_no_previous_champion_and_unreachable_server(
+    pipeline_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = copy_project(pipeline_project, tmp_path / "project")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
+    for command in (["mlops", "models"], ["mlops", "rollback"], ["mlops", "promote", "1"]):
+        result = run(command, project, check=False)
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines() == [
+            f"error: the registry at sqlite:///{project / 'mlflow.db'} has no model named {NAME!r}: "
+            "run `mlops deploy` to register one, or fix tracking.registered_model in params.yaml"
+        ]
+
+    # The run in models/run.json lives in the pipeline's store, not in this empty one.
+    result = run(["mlops", "deploy"], project, check=False)
+    assert result.returncode == 1 and "is not in sqlite:///" in result.stderr
+
+    unused = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", unused)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    result = run(["mlops", "deploy"], project, check=False)
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith(f"error: cannot reach the MLflow tracking store {unused}")
