@@ -25,7 +25,7 @@ $(BIN)/mlops: pyproject.toml
 install: $(BIN)/mlops
 
 run: install
-	$(BIN)/dvc pull
+	$(BIN)/dvc pull data.dvc
 	$(BIN)/dvc repro
 	$(BIN)/dvc metrics show
 

@@ -106,7 +106,7 @@ def pipeline_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     project = copy_repository(tmp_path_factory.mktemp("pipeline") / "project")
     write_params(project, tiny_params())
-    run(["dvc", "pull", "-q"], project)
+    run(["dvc", "pull", "-q", "data.dvc"], project)
     run(["dvc", "repro", "-q"], project)
     git(project, "add", "-A")
     git(project, "commit", "-q", "-m", "tiny pipeline run")

@@ -144,7 +144,9 @@ def _describe(error: ValidationError, path: Path) -> str:
     message = first["msg"]
     if first["type"] == "extra_forbidden":
         message = "unknown key (check its spelling against params.yaml in the template)"
-    elif "input" in first and first["type"] not in {"missing", "value_error"}:
+    elif first["type"] == "value_error":
+        message = str(first["ctx"]["error"])
+    elif "input" in first and first["type"] != "missing":
         message = f"{message}, got {first['input']!r}"
     more = len(error.errors()) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""

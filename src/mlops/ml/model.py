@@ -37,12 +37,26 @@ class ModelError(MlopsError):
 
 def train_tokenizer(texts: list[str], params: ModelParams) -> PreTrainedTokenizerFast:
     """A lower-casing WordPiece tokenizer learned from the training texts only."""
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    # The trainer numbers "##" pieces in hash-map order, which breaks ties differently on every run
+    # (huggingface/tokenizers#1794). Declaring them up front fixes their ids, so training is repeatable.
+    pieces = sorted(
+        {
+            f"##{char}"
+            for text in texts
+            for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))
+            for char in word[1:]
+        }
+    )
+    trainer = trainers.WordPieceTrainer(vocab_size=params.vocab_size, special_tokens=SPECIAL_TOKENS + pieces)
+    learner = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    learner.normalizer, learner.pre_tokenizer = normalizer, pre_tokenizer
+    learner.train_from_iterator(texts, trainer)
+
+    tokenizer = Tokenizer(models.WordPiece(vocab=learner.get_vocab(), unk_token="[UNK]"))
+    tokenizer.normalizer, tokenizer.pre_tokenizer = normalizer, pre_tokenizer
     tokenizer.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=params.vocab_size, special_tokens=SPECIAL_TOKENS)
-    tokenizer.train_from_iterator(texts, trainer)
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]

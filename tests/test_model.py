@@ -1,0 +1,97 @@
+"""Model behaviour: building from a config or a local pretrained checkpoint, inference, determinism."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT, tiny_params
+from mlops.config import ModelParams, Params
+from mlops.ml import train as train_lib
+from mlops.ml.data import load_splits
+from mlops.ml.model import ModelError, TextClassifier, build
+
+LABELS = ["rotten", "fresh"]
+TEXTS = ["a moving, funny film", "dull and far too long", "the cast is great", "a mess"]
+
+
+def model_params(**changes: object) -> ModelParams:
+    return ModelParams.model_validate({**tiny_params()["model"], **changes})
+
+
+def test_build_from_config_trains_a_lowercasing_wordpiece_tokenizer() -> None:
+    tokenizer, model = build(model_params(), LABELS, TEXTS * 10)
+    assert tokenizer("A MOVING film")["input_ids"] == tokenizer("a moving film")["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(tokenizer("a film")["input_ids"])[0] == "[CLS]"
+    assert model.config.id2label == {0: "rotten", 1: "fresh"}
+    assert model.config.hidden_size == 32
+    assert model.config.vocab_size == len(tokenizer)
+
+
+def test_a_local_pretrained_checkpoint_is_loaded_with_our_labels(tmp_path: Path) -> None:
+    tokenizer, model = build(model_params(), ["a", "b", "c"], TEXTS * 10)
+    tokenizer.save_pretrained(tmp_path)
+    model.save_pretrained(tmp_path)
+    loaded_tokenizer, loaded = build(model_params(pretrained=str(tmp_path)), LABELS, [])
+    assert loaded.config.id2label == {0: "rotten", 1: "fresh"}
+    assert loaded.config.num_labels == 2
+    assert loaded_tokenizer.get_vocab() == tokenizer.get_vocab()
+    embeddings = model.bert.embeddings.word_embeddings.weight
+    assert np.allclose(loaded.bert.embeddings.word_embeddings.weight.detach(), embeddings.detach())
+
+
+def test_a_missing_pretrained_checkpoint_is_one_clear_line(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="cannot load the pretrained model") as error:
+        build(model_params(pretrained=str(tmp_path / "nowhere")), LABELS, [])
+    assert "\n" not in str(error.value)
+
+
+def test_text_classifier_refuses_a_folder_without_a_model(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="holds no saved model"):
+        TextClassifier(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def params(tmp_path_factory: pytest.TempPathFactory) -> Params:
+    data = {**tiny_params()["data"], "path": str(REPO_ROOT / "data" / "rotten_tomatoes_corpus_full.csv.bz2")}
+    if not Path(data["path"]).exists():
+        pytest.skip("data/ not pulled: run `dvc pull`")
+    return Params.model_validate(tiny_params(data=data))
+
+
+def test_training_is_deterministic_and_keeps_the_best_epoch(params: Params, tmp_path: Path) -> None:
+    splits = load_splits(params.data, params.seed)
+    first = train_lib.train(splits, params, tmp_path / "first")
+    second = train_lib.train(splits, params, tmp_path / "second")
+    assert first == second
+    assert [row["epoch"] for row in first] == [1, 2]
+    assert set(first[0]) == {"epoch", "train_loss", "validation_loss", "validation_accuracy"}
+
+    texts = splits.test["text"].tolist()
+    a, b = TextClassifier(tmp_path / "first"), TextClassifier(tmp_path / "second")
+    probabilities = a.predict_proba(texts)
+    assert np.array_equal(probabilities, b.predict_proba(texts))
+    assert probabilities.shape == (len(texts), 2)
+    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    best = max(first, key=lambda row: row["validation_accuracy"])["validation_accuracy"]
+    validation = a.predict_proba(splits.validation["text"].tolist()).argmax(axis=1)
+    truth = splits.validation["label"].map({"rotten": 0, "fresh": 1}).to_numpy()
+    assert (validation == truth).mean() == pytest.approx(best, abs=1e-6)
+
+
+def test_batched_and_single_predictions_agree(params: Params, tmp_path: Path) -> None:
+    splits = load_splits(params.data, params.seed)
+    train_lib.train(
+        splits, params.model_copy(update={"train": params.train.model_copy(update={"epochs": 1})}), tmp_path
+    )
+    classifier = TextClassifier(tmp_path)
+    batched = classifier.predict_proba(TEXTS, batch_size=3)
+    single = np.vstack([classifier.predict_proba([text]) for text in TEXTS])
+    assert np.allclose(batched, single, atol=1e-5)
+    assert classifier.predict_proba([]).shape == (0, 2)
+
+
+def test_the_tokenizer_learns_the_same_vocabulary_every_time() -> None:
+    texts = [f"{word}ing {word}ed un{word}able" for word in ("walk", "talk", "jump", "laugh", "cry")] * 3
+    vocabularies = [build(model_params(vocab_size=120), LABELS, texts)[0].get_vocab() for _ in range(5)]
+    assert all(vocabulary == vocabularies[0] for vocabulary in vocabularies)
