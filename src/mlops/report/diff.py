@@ -1,0 +1,387 @@
+"""What changed between the base revision and the workspace: params, data, metrics, plots, reproducibility.
+
+The base is read from git (`git show REV:path`), so any revision works without checking it out;
+a base that lacks a file, or has other keys in it, yields "absent" rather than an error.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pandas as pd
+import yaml
+
+from mlops.errors import MlopsError
+from mlops.registry.gate import higher_is_better
+
+# The paths of mlops.stages and dvc.yaml, named here because importing the stages loads torch,
+# which would cost the report most of its time budget.
+METRICS_FILE = Path("evaluate/metrics.json")
+PLOTS_DIR = Path("evaluate/plots")
+RUN_FILE = Path("models/run.json")
+PARAMS_FILE = Path("params.yaml")
+LOCK_FILE = Path("dvc.lock")
+DATA_DVC_FILE = Path("data.dvc")
+PLOT_NAMES = ("confusion", "roc", "precision_recall", "training")
+MAIN_BRANCHES = ("main", "origin/main")
+# Measured on whatever machine ran the pipeline: shown, but never flagged or required to reproduce.
+MACHINE_DEPENDENT = frozenset({"latency_p50_ms", "latency_p95_ms"})
+# Counts, not quality: the data section shows them.
+COUNT_NAMES = frozenset({"support", "rows"})
+LISTED_DIFFERENCES = 5
+
+
+class ReportError(MlopsError):
+    """The report cannot be built from this checkout."""
+
+
+def _git(*args: str) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True)
+    except FileNotFoundError:
+        raise ReportError("git is not installed: the report compares against git history, install git") from None
+
+
+def _commit(rev: str) -> str | None:
+    result = _git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def show(rev: str, path: Path) -> str | None:
+    """A file's text at a revision, or None when the revision does not have it."""
+    result = _git("show", f"{rev}:{path.as_posix()}")
+    return result.stdout if result.returncode == 0 else None
+
+
+@dataclass(frozen=True)
+class Base:
+    head: str  # the commit the workspace is on
+    commit: str | None  # None: nothing to compare with (a first commit)
+    how: str  # how it was chosen, for the report's first line
+
+
+def resolve_base(rev: str | None) -> Base:
+    """``rev`` as given; by default the merge base with main, or the previous commit on main itself."""
+    head = _commit("HEAD")
+    if head is None:
+        raise ReportError("no git commit here: run `mlops report` inside a clone of the project, after a commit")
+    if rev is not None:
+        commit = _commit(rev)
+        if commit is None:
+            raise ReportError(
+                f"base revision {rev!r} does not exist in this repository: fetch it (`git fetch origin {rev}`, "
+                "or actions/checkout with fetch-depth: 0) or pass another --base"
+            )
+        return Base(head, commit, f"`{rev}`")
+    for branch in MAIN_BRANCHES:
+        if _commit(branch) is None:
+            continue
+        merge_base = _git("merge-base", "HEAD", branch).stdout.strip()
+        if merge_base and merge_base != head:
+            return Base(head, merge_base, f"the merge base with `{branch}`")
+        break
+    return Base(head, _commit("HEAD~1"), "the previous commit")
+
+
+def _json(text: str | None) -> dict | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _yaml(text: str | None) -> dict | None:
+    if text is None:
+        return None
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _csv(text: str | None) -> pd.DataFrame | None:
+    if text is None:
+        return None
+    try:
+        return pd.read_csv(io.StringIO(text))
+    except (ValueError, pd.errors.ParserError):
+        return None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One side of the comparison: what a revision (or the workspace) holds. Anything may be absent."""
+
+    metrics: dict | None
+    params: dict | None
+    data_dvc: dict | None
+    lock: dict | None
+    plots: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+def _snapshot(read: Callable[[Path], str | None]) -> Snapshot:
+    plots = {name: _csv(read(PLOTS_DIR / f"{name}.csv")) for name in PLOT_NAMES}
+    return Snapshot(
+        metrics=_json(read(METRICS_FILE)),
+        params=_yaml(read(PARAMS_FILE)),
+        data_dvc=_yaml(read(DATA_DVC_FILE)),
+        lock=_yaml(read(LOCK_FILE)),
+        plots={name: frame for name, frame in plots.items() if frame is not None},
+    )
+
+
+def at_revision(commit: str | None) -> Snapshot:
+    if commit is None:
+        return Snapshot(None, None, None, None)
+    return _snapshot(lambda path: show(commit, path))
+
+
+def in_workspace() -> Snapshot:
+    snapshot = _snapshot(lambda path: path.read_text() if path.is_file() else None)
+    if snapshot.metrics is None:
+        raise ReportError(f"{METRICS_FILE} is missing or not valid JSON: run `dvc repro` before `mlops report`")
+    return snapshot
+
+
+def _flat(values: dict | None) -> dict[str, object]:
+    flat: dict[str, object] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        else:
+            flat[prefix] = value
+
+    walk("", values or {})
+    return flat
+
+
+def flat_metrics(metrics: dict | None) -> dict[str, float]:
+    """Numeric leaves as dotted keys, as `mlops.stages.flat_metrics` names them for MLflow and the gate."""
+    return {
+        key: float(value)
+        for key, value in _flat(metrics).items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    name: str
+    base: float | None  # None: the base does not have this metric
+    new: float | None
+    higher_is_better: bool
+    regression: bool  # worse than the base by more than the tolerance
+
+    @property
+    def change(self) -> float | None:
+        if self.base is None or self.new is None or not math.isfinite(self.base) or not math.isfinite(self.new):
+            return None
+        return self.new - self.base
+
+    @property
+    def improved(self) -> bool | None:
+        change = self.change
+        if not change:
+            return None
+        return (change > 0) == self.higher_is_better
+
+
+def _quality_metrics(metrics: dict | None) -> dict[str, float]:
+    return {
+        key: value
+        for key, value in flat_metrics(metrics).items()
+        if not key.startswith("samples.") and key.rsplit(".", 1)[-1] not in COUNT_NAMES
+    }
+
+
+def metric_rows(base: dict | None, new: dict, tolerance: float) -> list[MetricRow]:
+    """Every quality metric of either side, the workspace's order first; flags the model's regressions."""
+    base_flat, new_flat = _quality_metrics(base), _quality_metrics(new)
+    rows = []
+    for name in [*new_flat, *(key for key in base_flat if key not in new_flat)]:
+        before, after = base_flat.get(name), new_flat.get(name)
+        better_up = higher_is_better(name)
+        flagged = False
+        if not name.startswith("baseline.") and name not in MACHINE_DEPENDENT and before is not None:
+            if after is None or not math.isfinite(after):
+                flagged = math.isfinite(before)
+            elif math.isfinite(before):
+                worse_by = (before - after) if better_up else (after - before)
+                flagged = worse_by > tolerance
+        rows.append(MetricRow(name, before, after, better_up, flagged))
+    return rows
+
+
+@dataclass(frozen=True)
+class ParamChange:
+    name: str
+    base: object  # MISSING when the key is new
+    new: object  # MISSING when the key was removed
+
+
+MISSING = object()
+
+
+def param_changes(base: dict | None, new: dict | None) -> list[ParamChange]:
+    base_flat, new_flat = _flat(base), _flat(new)
+    names = [*new_flat, *(key for key in base_flat if key not in new_flat)]
+    return [
+        ParamChange(name, base_flat.get(name, MISSING), new_flat.get(name, MISSING))
+        for name in names
+        if base_flat.get(name, MISSING) != new_flat.get(name, MISSING)
+    ]
+
+
+@dataclass(frozen=True)
+class DataDiff:
+    base_md5: str | None
+    new_md5: str | None
+    files: dict[str, list[str]]  # dvc diff: added/deleted/modified/renamed -> paths
+    note: str | None  # why the file list is unavailable
+    samples_base: dict | None
+    samples_new: dict | None
+
+    @property
+    def changed(self) -> bool:
+        return self.base_md5 != self.new_md5
+
+    @property
+    def samples_changed(self) -> bool:
+        return self.samples_base != self.samples_new
+
+
+def _data_md5(data_dvc: dict | None) -> str | None:
+    try:
+        return str(data_dvc["outs"][0]["md5"])
+    except (TypeError, KeyError, IndexError):
+        return None
+
+
+def _dvc_diff(base_commit: str) -> tuple[dict[str, list[str]], str | None]:
+    try:
+        result = subprocess.run(
+            ["dvc", "diff", "--json", "--targets", DATA_DVC_FILE.stem, "--", base_commit],
+            capture_output=True,
+            text=True,
+        )
+    except FileNotFoundError:
+        return {}, "dvc is not installed"
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        return {}, f"`dvc diff` failed: {lines[-1] if lines else 'no output'}"
+    changes = json.loads(result.stdout or "{}")
+    files = {
+        kind: sorted(entry["path"] if isinstance(entry.get("path"), str) else str(entry["path"]) for entry in entries)
+        for kind, entries in changes.items()
+        if entries and kind != "not in cache"
+    }
+    return files, None
+
+
+def data_diff(base_commit: str | None, base: Snapshot, new: Snapshot) -> DataDiff:
+    base_md5, new_md5 = _data_md5(base.data_dvc), _data_md5(new.data_dvc)
+    files: dict[str, list[str]] = {}
+    note = None
+    if base_commit is not None and base_md5 != new_md5:
+        files, note = _dvc_diff(base_commit)
+    return DataDiff(
+        base_md5,
+        new_md5,
+        files,
+        note,
+        (base.metrics or {}).get("samples"),
+        new.metrics.get("samples") if new.metrics else None,
+    )
+
+
+@dataclass(frozen=True)
+class Reproducibility:
+    status: str  # "reproduced", "stale" or "unrecorded"
+    detail: str
+
+
+def _lock_inputs(lock: dict | None) -> dict[str, object]:
+    """Each stage's dependency hashes and params: what the recorded results were computed from."""
+    stages = (lock or {}).get("stages") or {}
+    # Another stage's output (the model, for evaluate) is a result, not an input.
+    produced = {out.get("path") for entry in stages.values() for out in entry.get("outs") or []}
+    inputs: dict[str, object] = {}
+    for stage, entry in stages.items():
+        for dep in entry.get("deps") or []:
+            if dep.get("path") not in produced:
+                inputs[f"{stage}: {dep.get('path')}"] = dep.get("md5") or dep.get("hash")
+        for file, values in (entry.get("params") or {}).items():
+            for key, value in _flat(values).items():
+                inputs[f"{stage}: {file}:{key}"] = value
+    return inputs
+
+
+def reproducibility(committed: Snapshot, reproduced: Snapshot, tolerance: float) -> Reproducibility:
+    """Do the committed evaluate/metrics.json and dvc.lock match what `dvc repro` just produced?"""
+    if committed.metrics is None or committed.lock is None:
+        return Reproducibility(
+            "unrecorded",
+            f"no committed {METRICS_FILE} and {LOCK_FILE} to check against: "
+            "run `dvc repro` and commit both so reviewers see the numbers the code gives",
+        )
+    problems = []
+    was, now = _lock_inputs(committed.lock), _lock_inputs(reproduced.lock)
+    inputs = sorted(key for key in was.keys() | now.keys() if was.get(key) != now.get(key))
+    if inputs:
+        problems.append(f"{LOCK_FILE} was made from other inputs ({_listed(inputs)})")
+    before, after = flat_metrics(committed.metrics), flat_metrics(reproduced.metrics)
+    differing = []
+    for key in sorted(before.keys() | after.keys()):
+        if key in MACHINE_DEPENDENT:
+            continue
+        old, fresh = before.get(key), after.get(key)
+        same_nan = old is not None and fresh is not None and math.isnan(old) and math.isnan(fresh)
+        if old is None or fresh is None or not (same_nan or abs(old - fresh) <= tolerance):
+            differing.append(f"{key} {_number(old)} → {_number(fresh)}")
+    if differing:
+        problems.append(f"{METRICS_FILE} differs beyond {tolerance:g} ({_listed(differing)})")
+    if problems:
+        return Reproducibility("stale", "; ".join(problems) + ": commit the reproduced dvc.lock and evaluate/")
+    return Reproducibility(
+        "reproduced",
+        f"the reproduced metrics match the committed {METRICS_FILE} within {tolerance:g} "
+        f"and {LOCK_FILE} records the same inputs (latency excluded: it depends on the machine)",
+    )
+
+
+def _listed(items: list[str]) -> str:
+    shown = ", ".join(items[:LISTED_DIFFERENCES])
+    more = len(items) - LISTED_DIFFERENCES
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+def _number(value: float | None) -> str:
+    return "absent" if value is None else f"{value:.4g}"
+
+
+def tracking_link() -> tuple[str, str | None] | None:
+    """The MLflow run of the workspace model: (run id, URL when a tracking server is configured)."""
+    run = _json(RUN_FILE.read_text()) if RUN_FILE.is_file() else None
+    if not run or "run_id" not in run:
+        return None
+    parts = urlsplit(str(run.get("tracking_uri", "")))
+    if parts.scheme not in {"http", "https"}:
+        return run["run_id"], None
+    # Never print credentials that may sit in the URI.
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    server = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+    return run["run_id"], f"{server}/#/experiments/{run.get('experiment_id', '0')}/runs/{run['run_id']}"

@@ -1,0 +1,303 @@
+"""The report as GitHub-flavoured markdown: the one text that goes to the PR comment, the job summary and the file."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+from mlops.registry.gate import Verdict
+from mlops.report import plots
+from mlops.report.diff import (
+    MACHINE_DEPENDENT,
+    MISSING,
+    Base,
+    DataDiff,
+    MetricRow,
+    ParamChange,
+    Reproducibility,
+    Snapshot,
+)
+
+REPRODUCIBILITY_MARKS = {"reproduced": "✅ reproduced", "stale": "⚠️ stale", "unrecorded": "⚪ not recorded"}
+
+
+@dataclass(frozen=True)
+class Content:
+    base: Base
+    base_snapshot: Snapshot
+    new_snapshot: Snapshot
+    labels: list[str]
+    tolerance: float
+    rows: list[MetricRow]
+    verdict: Verdict
+    params: list[ParamChange]
+    data: DataDiff
+    reproducibility: Reproducibility
+    tracking: tuple[str, str | None] | None
+    workflow_run_url: str | None
+    images: list[tuple[str, str]]  # (relative path, title)
+
+
+def _cell(value: object) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: list[str], rows: list[list[object]], align: list[str] | None = None) -> str:
+    align = align or ["---"] * len(header)
+    lines = [header, align, *rows]
+    return "\n".join("| " + " | ".join(_cell(item) for item in line) + " |" for line in lines)
+
+
+def _short(commit: str | None) -> str:
+    return f"`{commit[:8]}`" if commit else "none"
+
+
+def _value(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if math.isnan(value):
+        return "NaN"
+    return f"{value:.4f}"
+
+
+def _change(row: MetricRow) -> str:
+    change = row.change
+    if change is None:
+        return "n/a" if row.base is not None and row.new is not None else ""
+    if change == 0:
+        return "0"
+    arrow = "▲" if change > 0 else "▼"
+    colour = "🟢" if row.improved else "🔴"
+    return f"{colour} {arrow} {change:+.4f}"
+
+
+def _note(row: MetricRow) -> str:
+    if row.base is None:
+        return "new metric"
+    if row.new is None:
+        return "only in base" + (" ⚠️ regression" if row.regression else "")
+    if math.isnan(row.new):
+        return "⚠️ NaN" if row.regression or math.isnan(row.base) else "NaN"
+    if row.regression:
+        return "⚠️ regression"
+    if row.name in MACHINE_DEPENDENT:
+        return "depends on the machine"
+    return ""
+
+
+def _summary(content: Content) -> list[str]:
+    verdict = content.verdict
+    passed = sum(check.passed for check in verdict.checks)
+    gate = (
+        f"✅ would be promoted ({passed} of {len(verdict.checks)} checks pass)"
+        if verdict.passed
+        else f"❌ would not be promoted ({len(verdict.failures)} of {len(verdict.checks)} checks fail)"
+    )
+    regressions = [row.name for row in content.rows if row.regression]
+    lines = [
+        "## Model report",
+        "",
+        f"This revision ({_short(content.base.head)} with the reproduced pipeline) against the base "
+        f"{_short(content.base.commit)} ({content.base.how}).",
+        "",
+        f"- **Gate preview:** {gate}",
+        f"- **Regressions beyond {content.tolerance:g}:** "
+        + (", ".join(f"`{name}`" for name in regressions) if regressions else "none"),
+        f"- **Reproducibility:** {REPRODUCIBILITY_MARKS[content.reproducibility.status]}: "
+        f"{content.reproducibility.detail}",
+    ]
+    if content.tracking is not None:
+        run_id, url = content.tracking
+        lines.append(
+            f"- **MLflow run:** [`{run_id}`]({url})"
+            if url
+            else f"- **MLflow run:** `{run_id}` in the runner's local store "
+            "(set the `MLFLOW_TRACKING_URI` secret to get a link)"
+        )
+    if content.base.commit is None:
+        lines += ["", "> No base to compare with: there is no earlier commit. The tables show the new numbers only."]
+    elif content.base_snapshot.metrics is None:
+        lines += [
+            "",
+            f"> The base {_short(content.base.commit)} has no committed `evaluate/metrics.json` (a first pull request, "
+            "or a base that never ran the pipeline): the tables show the new numbers only.",
+        ]
+    return lines
+
+
+def _metrics(content: Content) -> list[str]:
+    rows = [[f"`{row.name}`", _value(row.base), _value(row.new), _change(row), _note(row)] for row in content.rows]
+    lines = [
+        "### Metrics (test split)",
+        "",
+        _table(["Metric", "Base", "New", "Change", "Note"], rows, ["---", "---:", "---:", "---:", "---"]),
+        "",
+        f"▲/▼ is the direction of the change, 🟢 better and 🔴 worse for that metric; ⚠️ marks the model's metrics "
+        f"that got worse by more than `report.regression_tolerance` ({content.tolerance:g}). "
+        "`baseline.*` is the TF-IDF and logistic regression model trained on the same split.",
+    ]
+    only_base = [row.name for row in content.rows if row.new is None]
+    only_new = [row.name for row in content.rows if row.base is None]
+    if content.base_snapshot.metrics is not None and (only_base or only_new):
+        lines += [
+            "",
+            "The base's metrics have other keys: "
+            + "; ".join(
+                part
+                for part in (
+                    f"only in base: {', '.join(f'`{name}`' for name in only_base)}" if only_base else "",
+                    f"new: {', '.join(f'`{name}`' for name in only_new)}" if only_new else "",
+                )
+                if part
+            )
+            + ".",
+        ]
+    return lines
+
+
+def _gate(content: Content) -> list[str]:
+    rows = [
+        [
+            f"`{check.metric}`",
+            check.rule,
+            f"{check.limit:.4f}",
+            _value(check.value),
+            "✅ pass" if check.passed else "❌ fail",
+        ]
+        for check in content.verdict.checks
+    ]
+    champion = (
+        "Regression checks compare with the base's committed metrics."
+        if content.verdict.has_champion
+        else "No base metrics, so no regression checks here."
+    )
+    return [
+        "### Gate preview",
+        "",
+        _table(["Metric", "Rule", "Limit", "New", "Result"], rows, ["---", "---", "---:", "---:", "---"])
+        if rows
+        else "The gate in `params.yaml` has no thresholds.",
+        "",
+        f"Thresholds from `params.yaml` (`gate`). {champion} The deploy job enforces the same thresholds "
+        "against the registered champion, scored on the same test data, so its verdict can differ.",
+    ]
+
+
+def _literal(value: object) -> str:
+    return "(absent)" if value is MISSING else f"`{json.dumps(value)}`"
+
+
+def _params(content: Content) -> list[str]:
+    lines = ["### Params changed", ""]
+    if content.base_snapshot.params is None:
+        return [*lines, "The base has no `params.yaml` to compare with."]
+    if not content.params:
+        return [*lines, "No params changed."]
+    rows = [[f"`{change.name}`", _literal(change.base), _literal(change.new)] for change in content.params]
+    return [*lines, _table(["Param", "Base", "New"], rows)]
+
+
+def _balance(split: dict | None, label: str) -> str:
+    if not split or label not in split:
+        return "—"
+    share = split[label] / split["rows"] if split.get("rows") else math.nan
+    return f"{split[label]} ({share:.0%})"
+
+
+def _data(content: Content) -> list[str]:
+    data = content.data
+    lines = ["### Data", ""]
+    if not data.changed:
+        lines.append(f"Data unchanged (`data.dvc` md5 `{data.new_md5}`).")
+    else:
+        lines.append(f"Data changed: `data.dvc` md5 `{data.base_md5}` → `{data.new_md5}`.")
+        if data.note:
+            lines.append(f"File list unavailable ({data.note}).")
+        for kind, paths in data.files.items():
+            lines.append(f"- {kind}: {', '.join(f'`{path}`' for path in paths)}")
+    if data.samples_new and (data.changed or data.samples_changed):
+        base_samples = data.samples_base or {}
+        rows = []
+        for split, counts in data.samples_new.items():
+            before = base_samples.get(split)
+            rows.append(
+                [
+                    split,
+                    f"{before.get('rows', '—') if before else '—'} → {counts.get('rows')}",
+                    *(f"{_balance(before, label)} → {_balance(counts, label)}" for label in content.labels),
+                ]
+            )
+        lines += ["", _table(["Split", "Rows (base → new)", *content.labels], rows)]
+    return lines
+
+
+def _confusion(content: Content) -> list[str]:
+    new = content.new_snapshot.plots.get("confusion")
+    if new is None:
+        return []
+    base = content.base_snapshot.plots.get("confusion")
+    after = plots.confusion_matrix(new, content.labels)
+    before = plots.confusion_matrix(base, content.labels).reindex_like(after).fillna(0) if base is not None else None
+    rows = []
+    for actual in after.index:
+        cells = []
+        for predicted in after.columns:
+            count = int(after.loc[actual, predicted])
+            cells.append(f"{int(before.loc[actual, predicted])} → {count}" if before is not None else str(count))
+        rows.append([f"**{actual}**", *cells])
+    caption = "base → new" if before is not None else "new"
+    return [
+        f"Confusion matrix on the test split ({caption}; rows: actual, columns: predicted):",
+        "",
+        _table(["actual \\ predicted", *after.columns], rows),
+    ]
+
+
+def _charts(content: Content) -> list[str]:
+    base, new = content.base_snapshot.plots, content.new_snapshot.plots
+    has_base = any(name in base for name in ("training", "roc", "precision_recall"))
+    legend = "grey: base, blue: new" if has_base else "blue: new"
+    lines: list[str] = []
+    if "training" in new:
+        lines += [
+            "",
+            plots.mermaid_training(base.get("training"), new["training"]),
+            "",
+            f"Loss per epoch ({legend}; the lighter line of each is the training loss, the darker one validation).",
+        ]
+    for name in ("roc", "precision_recall"):
+        if name in new:
+            lines += ["", plots.mermaid_curve(name, base.get(name), new[name]), "", f"{legend.capitalize()}."]
+    return lines
+
+
+def _images(content: Content) -> list[str]:
+    if not content.images:
+        return []
+    where = (
+        f"in the artifacts of [the workflow run]({content.workflow_run_url})"
+        if content.workflow_run_url
+        else "next to this report"
+    )
+    return [
+        "",
+        "<details><summary>Plots as PNG</summary>",
+        "",
+        f"The PNG files are {where}.",
+        "",
+        *(f"![{title}]({path})\n" for path, title in content.images),
+        "</details>",
+    ]
+
+
+def render(content: Content) -> str:
+    sections = [
+        _summary(content),
+        _metrics(content),
+        _gate(content),
+        _params(content),
+        _data(content),
+        ["### Plots", "", *_confusion(content), *_charts(content), *_images(content)],
+    ]
+    return "\n\n".join("\n".join(section) for section in sections).rstrip() + "\n"
