@@ -18,7 +18,7 @@ class SentimentModel(mlflow.pyfunc.PythonModel):
 
         self.classifier = TextClassifier(context.artifacts["model"])
 
-    def predict(self, model_input, params=None):  # untyped: MLflow reads type hints as a schema
+    def predict(self, model_input, params=None):
         texts = model_input[TEXT_COLUMN].astype(str).tolist()
         probabilities = self.classifier.predict_proba(texts)
         best = probabilities.argmax(axis=1)

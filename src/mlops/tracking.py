@@ -13,6 +13,7 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+import requests
 import yaml
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
@@ -55,6 +56,15 @@ def tracking_uri() -> str:
 def connect() -> str:
     """Point MLflow at the tracking store and fail early, in one line, when it cannot be reached."""
     uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        # MLflow retries a dead server with backoff for minutes; one short probe answers at once.
+        try:
+            requests.get(f"{uri.rstrip('/')}/health", timeout=5)
+        except requests.RequestException as error:
+            raise TrackingError(
+                f"cannot reach the MLflow tracking server {uri} ({type(error).__name__}): "
+                "start the server or fix MLFLOW_TRACKING_URI"
+            ) from None
     mlflow.set_tracking_uri(uri)
     try:
         mlflow.search_experiments(max_results=1)
