@@ -209,3 +209,52 @@ def firing(prometheus_url: str, alertname: str) -> list[dict]:
     """Prometheus's firing alerts named ``alertname``."""
     alerts = httpx.get(f"{prometheus_url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
     return [alert for alert in alerts if alert["labels"]["alertname"] == alertname and alert["state"] == "firing"]
+
+
+REVIEWS = [
+    "A warm, funny film with a terrific cast.",
+    "Dull, overlong and badly acted.",
+    "The best thriller of the year, tense from start to finish.",
+    "I wanted my two hours back.",
+    "Charming if slight; the kids will love it.",
+    "A mess of a script rescued by nothing.",
+]
+
+
+def set_fault(server_url: str, variant: str, error_rate: float = 0.0, delay_ms: float = 0.0) -> None:
+    """POST /admin/faults: the variant fails at ``error_rate`` and waits ``delay_ms``; zeros clear it."""
+    response = httpx.post(
+        f"{server_url}/admin/faults",
+        json={"variant": variant, "error_rate": error_rate, "delay_ms": delay_ms},
+        timeout=10,
+    )
+    response.raise_for_status()
+
+
+@contextlib.contextmanager
+def traffic(server_url: str, workers: int = 6, pause: float = 0.1) -> Iterator[None]:
+    """Background clients posting reviews (each request a new routing key) until the context exits.
+
+    Each worker pauses between requests, so the load stays modest on a shared machine.
+    """
+    stop = threading.Event()
+
+    def worker(number: int) -> None:
+        with httpx.Client(timeout=30) as client:
+            sent = 0
+            while not stop.is_set():
+                text = REVIEWS[sent % len(REVIEWS)]
+                with contextlib.suppress(httpx.HTTPError):
+                    client.post(f"{server_url}/predict", json={"text": text, "key": f"{number}-{sent}"})
+                sent += 1
+                stop.wait(pause)
+
+    threads = [threading.Thread(target=worker, args=(number,), daemon=True) for number in range(workers)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=35)
