@@ -111,7 +111,7 @@ def queries(window: str) -> dict[str, str]:
     }
 
 
-def _query(client: httpx.Client, prometheus_url: str, promql: str) -> list[dict]:
+def instant_query(client: httpx.Client, prometheus_url: str, promql: str) -> list[dict]:
     try:
         response = client.get(f"{prometheus_url.rstrip('/')}/api/v1/query", params={"query": promql})
     except httpx.HTTPError as error:
@@ -138,7 +138,7 @@ def collect(prometheus_url: str, window: str) -> dict[str, VariantStats]:
     fields: dict[str, dict[str, object]] = {variant: {} for variant in VARIANTS}
     with httpx.Client(timeout=QUERY_TIMEOUT_SECONDS) as client:
         for field, promql in queries(window).items():
-            for sample in _query(client, prometheus_url, promql):
+            for sample in instant_query(client, prometheus_url, promql):
                 variant = sample["metric"].get("variant")
                 if variant not in fields:
                     continue
