@@ -1,0 +1,133 @@
+"""How long `mlops deploy` (gate, register, promote) takes on sqlite for the default model.
+
+Works in a throwaway copy of the repository with the default params.yaml. Training does not change what
+deploy costs (the model's size and the test split do), so the default architecture is built untrained
+and the gate minimums are set to 0. Two deploys are timed: the first (no champion: absolute thresholds)
+and one against a champion (both models loaded from the registry and re-scored on the full test split).
+The peer, measured in the same run, is `mlops evaluate`. Target: deploy at most 20 s.
+
+    python bench/bench_deploy.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "OMP_NUM_THREADS": "1",
+    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.com",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.com",
+}
+ENV.pop("MLFLOW_TRACKING_URI", None)
+TARGET_SECONDS = 20.0
+
+
+def sh(*command: str, cwd: Path) -> None:
+    subprocess.run(command, cwd=cwd, env=ENV, check=True, capture_output=True, text=True)
+
+
+def timed(*command: str, cwd: Path) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=cwd, env=ENV, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode:
+        sys.exit(f"{' '.join(command)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return seconds
+
+
+def copy_repository(target: Path) -> None:
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    ).stdout.split("\0")
+    for name in filter(None, listed):
+        if (REPO_ROOT / name).is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / name, target / name)
+    shutil.copytree(REPO_ROOT / "data", target / "data")
+    params = yaml.safe_load((target / "params.yaml").read_text())
+    params["gate"]["minimum"] = {metric: 0.0 for metric in params["gate"]["minimum"]}
+    params["train"]["progress_bar"] = False
+    (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("git", "init", "-q", "-b", "main", cwd=target)
+    sh("git", "add", "-A", cwd=target)
+    sh("git", "commit", "-q", "-m", "bench", cwd=target)
+
+
+LOG_UNTRAINED_MODEL = """
+import json
+from pathlib import Path
+from mlops import stages, tracking
+from mlops.config import load_params
+from mlops.ml.data import load_splits
+from mlops.ml.model import LABEL_SHARE_FILE, build
+
+params = load_params()
+splits = load_splits(params.data, params.seed)
+tokenizer, model = build(params.model, params.data.labels, splits.train["text"].tolist())
+stages.MODEL_DIR.mkdir(parents=True, exist_ok=True)
+tokenizer.save_pretrained(stages.MODEL_DIR)
+model.save_pretrained(stages.MODEL_DIR)
+shares = {label: 1 / len(params.data.labels) for label in params.data.labels}
+(stages.MODEL_DIR / LABEL_SHARE_FILE).write_text(json.dumps(shares))
+history = [{"epoch": 1, "train_loss": 0.7, "validation_loss": 0.7}]
+stages.HISTORY_FILE.write_text(json.dumps(history))
+run = tracking.log_training(params, history, stages.MODEL_DIR, ["a fine film"])
+stages.RUN_FILE.write_text(json.dumps(run.to_json()))
+"""
+
+
+def new_candidate(project: Path) -> float:
+    """A newly logged run of the default-size model on a new commit; returns how long `mlops evaluate` took."""
+    sh(str(BIN / "python"), "-c", LOG_UNTRAINED_MODEL, cwd=project)
+    seconds = timed("mlops", "evaluate", cwd=project)
+    sh("git", "commit", "-q", "--allow-empty", "-m", "candidate", cwd=project)
+    return seconds
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-deploy-") as folder:
+        project = Path(folder)
+        copy_repository(project)
+        evaluate_first = new_candidate(project)
+        first = timed("mlops", "deploy", cwd=project)
+        evaluate_second = new_candidate(project)
+        second = timed("mlops", "deploy", cwd=project)
+        again = timed("mlops", "deploy", cwd=project)
+        test_rows = json.loads((project / "evaluate" / "metrics.json").read_text())["samples"]["test"]["rows"]
+
+    evaluate_seconds = (evaluate_first + evaluate_second) / 2
+    rows = [
+        ("mlops evaluate (peer)", evaluate_seconds),
+        ("mlops deploy, first model (no champion)", first),
+        ("mlops deploy, against a champion (re-scores both)", second),
+        ("mlops deploy, same commit again (no-op)", again),
+    ]
+    print(f"default model, sqlite registry, test split {test_rows} rows; target: deploy <= {TARGET_SECONDS:.0f} s")
+    print(f"{'step':<52} {'seconds':>8} {'x evaluate':>11}")
+    for label, seconds in rows:
+        print(f"{label:<52} {seconds:>8.2f} {seconds / evaluate_seconds:>11.2f}")
+    slowest = max(first, second, again)
+    print(f"slowest deploy {slowest:.2f} s: {'within' if slowest <= TARGET_SECONDS else 'OVER'} the target")
+
+
+if __name__ == "__main__":
+    main()
