@@ -95,6 +95,10 @@ def postgres(database: str = "mlflow") -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _healthy(url: str) -> bool:
+    return httpx.get(f"{url}/health", timeout=2).status_code == 200
+
+
 @contextlib.contextmanager
 def mlflow_server(backend_store_uri: str, artifacts: Path) -> Iterator[str]:
     """`mlflow server` on 127.0.0.1 and a free port with proxied artifacts in ``artifacts``; yields its URL."""
@@ -119,8 +123,7 @@ def mlflow_server(backend_store_uri: str, artifacts: Path) -> Iterator[str]:
     with log.open("w") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        healthy = lambda: httpx.get(f"{url}/health", timeout=2).status_code == 200  # noqa: E731
-        _wait_until(healthy, "mlflow server", 120, process, log)
+        _wait_until(lambda: _healthy(url), "mlflow server", 120, process, log)
         yield url
     finally:
         with contextlib.suppress(ProcessLookupError):
