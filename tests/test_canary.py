@@ -107,6 +107,20 @@ def test_window_override_is_validated() -> None:
         canary.with_window(PARAMS, "10 minutes")
 
 
+def test_apply_refuses_when_the_registry_challenger_is_not_the_version_served(tmp_path: Path) -> None:
+    """The alias moved after the window was served: judging one version and moving another would be wrong."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'registry.db'}")
+    client.create_registered_model("model")
+    for _ in range(3):
+        client.create_model_version("model", str(tmp_path))
+    client.set_registered_model_alias("model", registry.CHAMPION, "1")
+    client.set_registered_model_alias("model", registry.CHALLENGER, "3")
+    analysis = decide(stats(versions=("2",)))
+    with pytest.raises(canary.CanaryError, match="challenger for 'model' is version 3 but the server served version 2"):
+        canary.apply(analysis, client, "model")
+    assert registry.aliases(client, "model") == {"champion": "1", "challenger": "3"}
+
+
 def test_unreachable_or_wrong_prometheus_is_one_line_and_exit_1(tmp_path: Path) -> None:
     write_params(tmp_path, tiny_params())
     unreachable = f"http://127.0.0.1:{free_port()}"
