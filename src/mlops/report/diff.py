@@ -10,7 +10,6 @@ import io
 import json
 import math
 import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -54,10 +53,22 @@ def _commit(rev: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def show(rev: str, path: Path) -> str | None:
-    """A file's text at a revision, or None when the revision does not have it."""
-    result = _git("show", f"{rev}:{path.as_posix()}")
-    return result.stdout if result.returncode == 0 else None
+def read_at(commit: str, paths: list[Path]) -> dict[Path, str | None]:
+    """Files' text at a commit (None where it lacks one), in one `git cat-file --batch` call."""
+    request = "".join(f"{commit}:{path.as_posix()}\n" for path in paths).encode()
+    output = subprocess.run(["git", "cat-file", "--batch"], input=request, capture_output=True, check=True).stdout
+    files: dict[Path, str | None] = {}
+    position = 0
+    for path in paths:
+        end = output.index(b"\n", position)
+        header = output[position:end].split()  # "<oid> blob <size>", or "<name> missing"
+        position = end + 1
+        files[path] = None
+        if len(header) == 3 and header[1] == b"blob":
+            size = int(header[2])
+            files[path] = output[position : position + size].decode()
+            position += size + 1
+    return files
 
 
 @dataclass(frozen=True)
@@ -130,13 +141,22 @@ class Snapshot:
     plots: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
-def _snapshot(read: Callable[[Path], str | None]) -> Snapshot:
-    plots = {name: _csv(read(PLOTS_DIR / f"{name}.csv")) for name in PLOT_NAMES}
+SNAPSHOT_FILES = [
+    METRICS_FILE,
+    PARAMS_FILE,
+    DATA_DVC_FILE,
+    LOCK_FILE,
+    *(PLOTS_DIR / f"{name}.csv" for name in PLOT_NAMES),
+]
+
+
+def _snapshot(files: dict[Path, str | None]) -> Snapshot:
+    plots = {name: _csv(files[PLOTS_DIR / f"{name}.csv"]) for name in PLOT_NAMES}
     return Snapshot(
-        metrics=_json(read(METRICS_FILE)),
-        params=_yaml(read(PARAMS_FILE)),
-        data_dvc=_yaml(read(DATA_DVC_FILE)),
-        lock=_yaml(read(LOCK_FILE)),
+        metrics=_json(files[METRICS_FILE]),
+        params=_yaml(files[PARAMS_FILE]),
+        data_dvc=_yaml(files[DATA_DVC_FILE]),
+        lock=_yaml(files[LOCK_FILE]),
         plots={name: frame for name, frame in plots.items() if frame is not None},
     )
 
@@ -144,11 +164,11 @@ def _snapshot(read: Callable[[Path], str | None]) -> Snapshot:
 def at_revision(commit: str | None) -> Snapshot:
     if commit is None:
         return Snapshot(None, None, None, None)
-    return _snapshot(lambda path: show(commit, path))
+    return _snapshot(read_at(commit, SNAPSHOT_FILES))
 
 
 def in_workspace() -> Snapshot:
-    snapshot = _snapshot(lambda path: path.read_text() if path.is_file() else None)
+    snapshot = _snapshot({path: path.read_text() if path.is_file() else None for path in SNAPSHOT_FILES})
     if snapshot.metrics is None:
         raise ReportError(f"{METRICS_FILE} is missing or not valid JSON: run `dvc repro` before `mlops report`")
     return snapshot
