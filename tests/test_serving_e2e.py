@@ -1,0 +1,274 @@
+"""The real `mlops serve` (uvicorn in a subprocess) on a real MLflow registry: aliases, batching under
+concurrency, JSON access logs, hot reload under load, a broken version, and a schemathesis fuzz run.
+
+The tests share one server and run in file order: the reload tests move aliases, so they come last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from mlflow import MlflowClient
+
+from conftest import BIN, tiny_params, write_params
+from mlops.serving.router import route
+from monitoring_stack import free_port, wait_for
+from test_serving import sample
+
+pytestmark = pytest.mark.slow
+
+MODEL_NAME = "served-model"
+SERVING = {"challenger_share": 0.5, "reload_seconds": 3600, "max_items": 8, "max_text_chars": 200}
+CHAMPION_USER = next(key for key in (f"user-{n}" for n in range(100)) if route(key, 0.5) == "champion")
+
+
+@dataclass
+class Registry:
+    directory: Path
+    uri: str
+    client: MlflowClient
+    run_id: str
+    model_uri: str
+
+    def register(self, source: str | None = None) -> str:
+        """A new version of the trained model, or of whatever ``source`` holds."""
+        if source is not None:
+            return str(self.client.create_model_version(MODEL_NAME, source, run_id=self.run_id).version)
+        logged = self.client.get_logged_model(self.model_uri.removeprefix("models:/"))
+        created = self.client.create_model_version(
+            MODEL_NAME, logged.artifact_location, run_id=self.run_id, model_id=logged.model_id
+        )
+        return str(created.version)
+
+    def set_alias(self, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(MODEL_NAME, alias, version)
+
+
+@dataclass
+class Server:
+    url: str
+    stdout: Path
+
+
+@pytest.fixture(scope="module")
+def registry(pipeline_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    """A copy of the trained project's tracking store with the run registered twice: champion 1, challenger 2."""
+    directory = tmp_path_factory.mktemp("registry")
+    shutil.copy(pipeline_project / "mlflow.db", directory / "mlflow.db")
+    run = json.loads((pipeline_project / "models" / "run.json").read_text())
+    uri = f"sqlite:///{directory / 'mlflow.db'}"
+    found = Registry(directory, uri, MlflowClient(tracking_uri=uri, registry_uri=uri), run["run_id"], run["model_uri"])
+    found.client.create_registered_model(MODEL_NAME)
+    found.set_alias("champion", found.register())
+    found.set_alias("challenger", found.register())
+    return found
+
+
+def serve_command(params: Path, port: int) -> list[str]:
+    return [str(BIN / "mlops"), "serve", "--params", str(params), "--port", str(port), "--fault-injection"]
+
+
+@pytest.fixture(scope="module")
+def server(registry: Registry) -> Iterator[Server]:
+    params = registry.directory / "params.yaml"
+    write_params(registry.directory, tiny_params(tracking={"registered_model": MODEL_NAME}, serving=SERVING))
+    port = free_port()
+    stdout, stderr = registry.directory / "access.log", registry.directory / "server.log"
+    with stdout.open("w") as out, stderr.open("w") as err:
+        process = subprocess.Popen(
+            serve_command(params, port),
+            cwd=registry.directory,
+            stdout=out,
+            stderr=err,
+            env={**os.environ, "MLFLOW_TRACKING_URI": registry.uri},
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                pytest.fail(f"mlops serve exited {process.returncode}:\n{stderr.read_text()[-3000:]}")
+            return httpx.get(f"{url}/readyz").status_code == 200
+
+        wait_for(ready, 300, "mlops serve to load the registry's models")
+        yield Server(url, stdout)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def predict(server: Server, **body: object) -> dict:
+    response = httpx.post(f"{server.url}/predict", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def metrics(server: Server) -> str:
+    return httpx.get(f"{server.url}/metrics").text
+
+
+def test_serves_the_champion_and_challenger_aliases_with_sticky_routing(server: Server) -> None:
+    assert httpx.get(f"{server.url}/readyz").json() == {"status": "ready", "champion": "1", "challenger": "2"}
+    answers = {key: predict(server, text="a tender, funny film", key=key) for key in map(str, range(30))}
+    assert {(answer["variant"], answer["version"]) for answer in answers.values()} == {
+        ("champion", "1"),
+        ("challenger", "2"),
+    }
+    for key, answer in list(answers.items())[:5]:
+        again = httpx.post(f"{server.url}/predict", json={"text": "other words"}, headers={"X-User-Id": key}).json()
+        assert again["variant"] == answer["variant"]
+    exposition = metrics(server)
+    assert sample(exposition, "mlops_model_info", variant="champion", version="1", model=MODEL_NAME) == 1
+    assert sample(exposition, "mlops_model_info", variant="challenger", version="2", model=MODEL_NAME) == 1
+
+
+def test_concurrent_requests_are_batched_on_the_server(server: Server) -> None:
+    before = metrics(server)
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            return await asyncio.gather(
+                *(client.post("/predict", json={"text": f"review number {n}", "key": "one user"}) for n in range(48))
+            )
+
+    responses = asyncio.run(burst())
+    assert {response.status_code for response in responses} == {200}
+    variant = responses[0].json()["variant"]
+    after = metrics(server)
+    texts = sample(after, "mlops_batch_size_sum", variant=variant) - sample(
+        before, "mlops_batch_size_sum", variant=variant
+    )
+    batches = sample(after, "mlops_batch_size_count", variant=variant) - sample(
+        before, "mlops_batch_size_count", variant=variant
+    )
+    assert texts == 48
+    assert batches < 48, "every request was scored alone"
+
+
+def test_access_logs_are_one_json_object_per_line(server: Server) -> None:
+    answer = predict(server, texts=["fine", "poor"], key="logger")
+    rejected = httpx.post(f"{server.url}/predict", json={"texts": []}).headers["x-request-id"]
+
+    def logged() -> dict[str, dict]:
+        entries = [json.loads(line) for line in server.stdout.read_text().splitlines()]
+        found = {entry["request_id"]: entry for entry in entries}
+        return found if {answer["request_id"], rejected} <= found.keys() else {}
+
+    entries = wait_for(logged, 10, "both requests in the access log")
+    entry = entries[answer["request_id"]]
+    assert entry["status"] == 200 and entry["path"] == "/predict" and entry["method"] == "POST"
+    assert (entry["variant"], entry["version"]) == (answer["variant"], answer["version"])
+    assert entry["latency_ms"] > 0 and entry["time"].endswith("+00:00")
+    assert entries[rejected]["status"] == 422 and entries[rejected]["version"] is None
+
+
+def test_schemathesis_finds_no_server_error_or_undocumented_response(server: Server, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            str(BIN / "schemathesis"),
+            "run",
+            f"{server.url}/openapi.json",
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+            "--exclude-path",
+            "/admin/faults",  # it makes the server fail on purpose
+            "--max-examples",
+            "25",
+            "--workers",
+            "1",
+            "--seed",
+            "1",
+            "--request-timeout",
+            "60",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-5000:]
+
+
+def test_a_moved_alias_is_served_after_reload_without_failing_in_flight_requests(
+    server: Server, registry: Registry
+) -> None:
+    statuses: list[int] = []
+    versions: list[str] = []
+    stop = threading.Event()
+
+    def keep_asking() -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            while not stop.is_set():
+                response = client.post("/predict", json={"text": "steady traffic", "key": CHAMPION_USER})
+                statuses.append(response.status_code)
+                if response.status_code == 200:
+                    versions.append(response.json()["version"])
+
+    clients = [threading.Thread(target=keep_asking) for _ in range(4)]
+    for client in clients:
+        client.start()
+    try:
+        wait_for(lambda: len(versions) > 10, 60, "traffic on the old version")
+        new_version = registry.register()
+        registry.set_alias("champion", new_version)
+        report = httpx.post(f"{server.url}/admin/reload", timeout=300).json()
+        assert report["champion"] == {"version": new_version, "changed": True, "error": None}
+        assert report["challenger"] == {"version": "2", "changed": False, "error": None}
+        seen_after = len(versions)
+        wait_for(lambda: len(versions) > seen_after + 10, 60, "traffic on the new version")
+    finally:
+        stop.set()
+        for client in clients:
+            client.join()
+    assert set(statuses) == {200}
+    assert versions[0] == "1" and versions[-1] == new_version
+    exposition = metrics(server)
+    assert sample(exposition, "mlops_model_info", variant="champion", version=new_version) == 1
+    assert sample(exposition, "mlops_model_info", variant="champion", version="1") == 0
+
+
+def test_a_version_that_fails_to_load_leaves_the_old_one_serving(server: Server, registry: Registry) -> None:
+    serving = httpx.get(f"{server.url}/readyz").json()["champion"]
+    broken = registry.directory / "broken-model"
+    broken.mkdir()
+    (broken / "MLmodel").write_text("this: is not [a model\n")
+    registry.set_alias("champion", registry.register(str(broken)))
+    report = httpx.post(f"{server.url}/admin/reload", timeout=300).json()
+    assert report["champion"]["version"] == serving and "cannot load" in report["champion"]["error"]
+    assert predict(server, text="still here", key=CHAMPION_USER)["version"] == serving
+    assert sample(metrics(server), "mlops_model_load_failures_total", variant="champion") == 1
+    registry.set_alias("champion", serving)
+
+
+def test_removing_the_challenger_alias_sends_everyone_to_the_champion(server: Server, registry: Registry) -> None:
+    registry.client.delete_registered_model_alias(MODEL_NAME, "challenger")
+    report = httpx.post(f"{server.url}/admin/reload", timeout=300).json()
+    assert report["challenger"] == {"version": None, "changed": True, "error": None}
+    assert {predict(server, text="x", key=str(key))["variant"] for key in range(20)} == {"champion"}
+    assert sample(metrics(server), "mlops_model_info", variant="challenger") == 0
+
+
+def test_no_champion_in_the_registry_is_a_one_line_error(tmp_path: Path) -> None:
+    write_params(tmp_path, tiny_params(tracking={"registered_model": MODEL_NAME}))
+    result = subprocess.run(
+        serve_command(tmp_path / "params.yaml", free_port()),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"},
+        timeout=300,
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: no version of 'served-model' has the alias 'champion'"), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
