@@ -202,6 +202,17 @@ def test_metrics_with_other_keys_are_compared_where_they_overlap(project: Path) 
     assert "The base's metrics have other keys: only in base: `roc_auc`; new: `f1_weighted`." in text
 
 
+def test_plots_in_another_format_count_as_absent(project: Path) -> None:
+    Path("evaluate/plots/training.csv").write_text("step,loss\n1,0.5\n")
+    git(project, "commit", "-q", "-am", "a base with another history format")
+    git(project, "checkout", "-q", "-b", "feature")
+    write_results(project, make_metrics())
+    commit_all(project)
+    text = report_text()
+    assert "Loss per epoch (blue: new;" in text
+    assert text.count("    line [") == 2 + 2 + 2  # training: new only (2 lines); ROC and PR: base and new
+
+
 def test_regressions_beyond_the_tolerance_are_flagged(project: Path) -> None:
     git(project, "checkout", "-q", "-b", "feature")
     worse = make_metrics(accuracy=0.75, macro_f1=0.775, log_loss=0.5, latency_p95_ms=9.0)

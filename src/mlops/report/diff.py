@@ -28,7 +28,14 @@ RUN_FILE = Path("models/run.json")
 PARAMS_FILE = Path("params.yaml")
 LOCK_FILE = Path("dvc.lock")
 DATA_DVC_FILE = Path("data.dvc")
-PLOT_NAMES = ("confusion", "roc", "precision_recall", "training")
+# The columns each plot needs; a file without them (another version's format) counts as absent.
+PLOT_COLUMNS = {
+    "confusion": {"actual", "predicted"},
+    "roc": {"fpr", "tpr"},
+    "precision_recall": {"recall", "precision"},
+    "training": {"epoch", "train_loss", "validation_loss"},
+}
+PLOT_NAMES = tuple(PLOT_COLUMNS)
 MAIN_BRANCHES = ("main", "origin/main")
 # Measured on whatever machine ran the pipeline: shown, but never flagged or required to reproduce.
 MACHINE_DEPENDENT = frozenset({"latency_p50_ms", "latency_p95_ms"})
@@ -157,7 +164,11 @@ def _snapshot(files: dict[Path, str | None]) -> Snapshot:
         params=_yaml(files[PARAMS_FILE]),
         data_dvc=_yaml(files[DATA_DVC_FILE]),
         lock=_yaml(files[LOCK_FILE]),
-        plots={name: frame for name, frame in plots.items() if frame is not None},
+        plots={
+            name: frame
+            for name, frame in plots.items()
+            if frame is not None and PLOT_COLUMNS[name] <= set(frame.columns) and len(frame)
+        },
     )
 
 

@@ -254,21 +254,25 @@ def _confusion(content: Content) -> list[str]:
     ]
 
 
+def _legend(base: plots.Plots, name: str) -> str:
+    return "grey: base, blue: new" if name in base else "blue: new"
+
+
 def _charts(content: Content) -> list[str]:
     base, new = content.base_snapshot.plots, content.new_snapshot.plots
-    has_base = any(name in base for name in ("training", "roc", "precision_recall"))
-    legend = "grey: base, blue: new" if has_base else "blue: new"
     lines: list[str] = []
     if "training" in new:
         lines += [
             "",
             plots.mermaid_training(base.get("training"), new["training"]),
             "",
-            f"Loss per epoch ({legend}; the lighter line of each is the training loss, the darker one validation).",
+            f"Loss per epoch ({_legend(base, 'training')}; the lighter line of each is the training loss, "
+            "the darker one validation).",
         ]
     for name in ("roc", "precision_recall"):
         if name in new:
-            lines += ["", plots.mermaid_curve(name, base.get(name), new[name]), "", f"{legend.capitalize()}."]
+            caption = _legend(base, name).capitalize()
+            lines += ["", plots.mermaid_curve(name, base.get(name), new[name]), "", f"{caption}."]
     return lines
 
 
