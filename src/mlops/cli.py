@@ -25,18 +25,20 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more
 @app.command()
 def train(params: ParamsOption = DEFAULT_PARAMS) -> None:
     """Train the model on the train split and track the run in MLflow (DVC stage `train`)."""
+    settings = load_params(params)
     from mlops import stages
 
-    run = stages.train(load_params(params))
+    run = stages.train(settings)
     typer.echo(f"MLflow run {run.run_id}: model logged at {run.model_uri}")
 
 
 @app.command()
 def evaluate(params: ParamsOption = DEFAULT_PARAMS) -> None:
     """Score the model and the baseline on the test split into evaluate/ (DVC stage `evaluate`)."""
+    settings = load_params(params)
     from mlops import stages
 
-    metrics = stages.evaluate(load_params(params))
+    metrics = stages.evaluate(settings)
     typer.echo(
         f"accuracy {metrics['accuracy']:.4f} (baseline {metrics['baseline']['accuracy']:.4f}), "
         f"macro-F1 {metrics['macro_f1']:.4f}, p95 latency {metrics['latency_p95_ms']:.1f} ms"
