@@ -172,6 +172,7 @@ def assert_valid_markdown(path: Path) -> None:
 def test_first_pull_request_without_a_base_says_so(project: Path) -> None:
     text = report_text()  # a single commit: no previous one to compare with
     assert "No base to compare with" in text
+    assert "(the base has no `data.dvc` to compare with)" in text
     assert metric_row(text, "accuracy")[1:4] == ["—", "0.8000", ""]
     assert "| no regression |" not in text  # no base metrics, no regression checks
     assert "✅ would be promoted" in text

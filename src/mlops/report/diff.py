@@ -315,7 +315,7 @@ def _dvc_diff(base_commit: str) -> tuple[dict[str, list[str]], str | None]:
         return {}, f"`dvc diff` failed: {lines[-1] if lines else 'no output'}"
     changes = json.loads(result.stdout or "{}")
     files = {
-        kind: sorted(entry["path"] if isinstance(entry.get("path"), str) else str(entry["path"]) for entry in entries)
+        kind: sorted(str(entry["path"]) for entry in entries)
         for kind, entries in changes.items()
         if entries and kind != "not in cache"
     }

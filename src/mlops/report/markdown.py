@@ -208,7 +208,9 @@ def _balance(split: dict | None, label: str) -> str:
 def _data(content: Content) -> list[str]:
     data = content.data
     lines = ["### Data", ""]
-    if not data.changed:
+    if data.base_md5 is None:
+        lines.append(f"Data: `data.dvc` md5 `{data.new_md5}` (the base has no `data.dvc` to compare with).")
+    elif not data.changed:
         lines.append(f"Data unchanged (`data.dvc` md5 `{data.new_md5}`).")
     else:
         lines.append(f"Data changed: `data.dvc` md5 `{data.base_md5}` → `{data.new_md5}`.")
