@@ -49,8 +49,8 @@ def _table(header: list[str], rows: list[list[object]], align: list[str] | None 
     return "\n".join("| " + " | ".join(_cell(item) for item in line) + " |" for line in lines)
 
 
-def _short(commit: str | None) -> str:
-    return f"`{commit[:8]}`" if commit else "none"
+def _short(commit: str) -> str:
+    return f"`{commit[:8]}`"
 
 
 def _value(value: float | None) -> str:
@@ -95,11 +95,12 @@ def _summary(content: Content) -> list[str]:
         else f"❌ would not be promoted ({len(verdict.failures)} of {len(verdict.checks)} checks fail)"
     )
     regressions = [row.name for row in content.rows if row.regression]
+    base = content.base
+    against = f"the base {_short(base.commit)} ({base.how})" if base.commit else "no base: there is no earlier commit"
     lines = [
         "## Model report",
         "",
-        f"This revision ({_short(content.base.head)} with the reproduced pipeline) against the base "
-        f"{_short(content.base.commit)} ({content.base.how}).",
+        f"The workspace (on commit {_short(content.base.head)}, with the pipeline results it holds) against {against}.",
         "",
         f"- **Gate preview:** {gate}",
         f"- **Regressions beyond {content.tolerance:g}:** "
