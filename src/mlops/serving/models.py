@@ -71,16 +71,19 @@ class ModelSource:
 
         name = alias["name"]
         try:
-            version = MlflowClient().get_model_version_by_alias(name, alias["alias"]).version
+            aliases = MlflowClient().get_registered_model(name).aliases
         except MlflowException as error:
             if error.error_code != "RESOURCE_DOES_NOT_EXIST":
                 raise ServingError(f"cannot read {self.uri} from the registry: {_first_line(error)}") from None
+            aliases = {}
+        version = aliases.get(alias["alias"])
+        if version is None:
             if self.optional:
                 return None
             raise ServingError(
                 f"no version of {name!r} has the alias {alias['alias']!r} in the registry: "
                 "register and promote a model first, or pass --champion with a model folder or URI"
-            ) from None
+            )
         return Target(f"models:/{name}/{version}", name, str(version))
 
 
