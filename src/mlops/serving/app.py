@@ -343,7 +343,11 @@ def create_app(server: ModelServer) -> FastAPI:
         status, detail = _describe_validation(error)
         return JSONResponse({"detail": detail}, status_code=status)
 
-    @app.post("/predict", response_model=PredictResponse, responses=ERROR_RESPONSES)
+    @app.post(
+        "/predict",
+        response_model=PredictResponse,
+        responses={**ERROR_RESPONSES, 503: {"model": ErrorBody, "description": "The challenger was just retired."}},
+    )
     async def predict(body: PredictRequest, request: Request) -> PredictResponse:  # type: ignore[valid-type]
         """Label one text (`text`) or a batch (`texts`); the response names the variant and version that answered."""
         state = request.state
