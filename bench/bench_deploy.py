@@ -75,7 +75,7 @@ def copy_repository(target: Path) -> None:
 LOG_UNTRAINED_MODEL = """
 import json
 from pathlib import Path
-from mlops import stages, tracking
+from mlops import paths, tracking
 from mlops.config import load_params
 from mlops.ml.data import load_splits
 from mlops.ml.model import LABEL_SHARE_FILE, build
@@ -83,15 +83,15 @@ from mlops.ml.model import LABEL_SHARE_FILE, build
 params = load_params()
 splits = load_splits(params.data, params.seed)
 tokenizer, model = build(params.model, params.data.labels, splits.train["text"].tolist())
-stages.MODEL_DIR.mkdir(parents=True, exist_ok=True)
-tokenizer.save_pretrained(stages.MODEL_DIR)
-model.save_pretrained(stages.MODEL_DIR)
+paths.MODEL_DIR.mkdir(parents=True, exist_ok=True)
+tokenizer.save_pretrained(paths.MODEL_DIR)
+model.save_pretrained(paths.MODEL_DIR)
 shares = {label: 1 / len(params.data.labels) for label in params.data.labels}
-(stages.MODEL_DIR / LABEL_SHARE_FILE).write_text(json.dumps(shares))
+(paths.MODEL_DIR / LABEL_SHARE_FILE).write_text(json.dumps(shares))
 history = [{"epoch": 1, "train_loss": 0.7, "validation_loss": 0.7}]
-stages.HISTORY_FILE.write_text(json.dumps(history))
-run = tracking.log_training(params, history, stages.MODEL_DIR, ["a fine film"])
-stages.RUN_FILE.write_text(json.dumps(run.to_json()))
+paths.HISTORY_FILE.write_text(json.dumps(history))
+run = tracking.log_training(params, history, paths.MODEL_DIR, ["a fine film"])
+paths.RUN_FILE.write_text(json.dumps(run.to_json()))
 """
 
 

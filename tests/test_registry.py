@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 from transformers import AutoModelForSequenceClassification
 
 from conftest import git, run, tiny_params, write_params
-from mlops import stages, tracking
+from mlops import paths, stages, tracking
 from mlops.config import load_params
 from mlops.registry import deploy, registry
 from mlops.registry.deploy import GateRefused
@@ -61,10 +61,10 @@ def new_candidate(project: Path, negate: bool = False) -> str:
     params = load_params(project / "params.yaml")
     with contextlib.chdir(project):
         if negate:
-            negate_classifier(stages.MODEL_DIR)
-        history = json.loads(stages.HISTORY_FILE.read_text())
-        logged = tracking.log_training(params, history, stages.MODEL_DIR, ["a fine film"])
-        stages.RUN_FILE.write_text(json.dumps(logged.to_json()))
+            negate_classifier(paths.MODEL_DIR)
+        history = json.loads(paths.HISTORY_FILE.read_text())
+        logged = tracking.log_training(params, history, paths.MODEL_DIR, ["a fine film"])
+        paths.RUN_FILE.write_text(json.dumps(logged.to_json()))
         stages.evaluate(params)
     git(project, "commit", "-q", "--allow-empty", "-m", "new candidate")
     return logged.run_id
@@ -195,7 +195,7 @@ def test_deploy_twice_on_one_commit_creates_one_version(project: Path, store: st
 @pytest.mark.parametrize("broken", ["nan", "missing"])
 def test_nan_or_missing_metric_is_refused_before_touching_the_registry(project: Path, store: str, broken: str) -> None:
     new_candidate(project)
-    metrics_file = project / stages.METRICS_FILE
+    metrics_file = project / paths.METRICS_FILE
     metrics = json.loads(metrics_file.read_text())
     if broken == "nan":
         metrics["macro_f1"] = float("nan")

@@ -12,6 +12,7 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mlops import dotted
 from mlops.errors import MlopsError
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -175,14 +176,4 @@ def load_params(path: Path = DEFAULT_PARAMS) -> Params:
 
 def flatten(params: Params) -> dict[str, object]:
     """Params as dotted keys, the form MLflow and the reports use."""
-    flat: dict[str, object] = {}
-
-    def walk(prefix: str, value: object) -> None:
-        if isinstance(value, dict):
-            for key, item in value.items():
-                walk(f"{prefix}.{key}" if prefix else key, item)
-        else:
-            flat[prefix] = value
-
-    walk("", params.model_dump(mode="json"))
-    return flat
+    return dotted.flatten(params.model_dump(mode="json"))

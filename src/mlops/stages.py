@@ -14,18 +14,12 @@ import torch
 
 from mlops import tracking
 from mlops.config import Params
+from mlops.dotted import numeric_leaves
 from mlops.ml import evaluate as evaluate_lib
 from mlops.ml import train as train_lib
 from mlops.ml.data import describe, encode_labels, load_splits
 from mlops.ml.model import LABEL_SHARE_FILE, TextClassifier
-
-MODELS_DIR = Path("models")
-MODEL_DIR = MODELS_DIR / "model"
-HISTORY_FILE = MODELS_DIR / "history.json"
-RUN_FILE = MODELS_DIR / "run.json"
-EVALUATE_DIR = Path("evaluate")
-METRICS_FILE = EVALUATE_DIR / "metrics.json"
-PLOTS_DIR = EVALUATE_DIR / "plots"
+from mlops.paths import EVALUATE_DIR, HISTORY_FILE, METRICS_FILE, MODEL_DIR, MODELS_DIR, PLOTS_DIR, RUN_FILE
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +41,15 @@ def _write_json(path: Path, payload: object) -> None:
 
 def train(params: Params) -> tracking.RunInfo:
     splits = load_splits(params.data, params.seed)
-    MODELS_DIR.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".models-", dir=".") as staging:
-        staged = Path(staging) / "models"
-        history = train_lib.train(splits, params, staged / "model")
+        staged = Path(staging) / MODELS_DIR.name
+        model_dir = staged / MODEL_DIR.name
+        history = train_lib.train(splits, params, model_dir)
         shares = splits.train["label"].value_counts(normalize=True)
-        _write_json(
-            staged / "model" / LABEL_SHARE_FILE, {label: float(shares.get(label, 0.0)) for label in params.data.labels}
-        )
-        _write_json(staged / "history.json", history)
-        run = tracking.log_training(params, history, staged / "model", splits.test["text"].head(3).tolist())
-        _write_json(staged / "run.json", run.to_json())
+        _write_json(model_dir / LABEL_SHARE_FILE, {label: float(shares.get(label, 0)) for label in params.data.labels})
+        _write_json(staged / HISTORY_FILE.name, history)
+        run = tracking.log_training(params, history, model_dir, splits.test["text"].head(3).tolist())
+        _write_json(staged / RUN_FILE.name, run.to_json())
         _replace_dir(staged, MODELS_DIR)
     log.info("trained %s; MLflow run %s", MODEL_DIR, run.run_id)
     return run
@@ -89,29 +81,18 @@ def evaluate(params: Params) -> dict:
     metrics = _rounded(metrics)
 
     with tempfile.TemporaryDirectory(prefix=".evaluate-", dir=".") as staging:
-        staged = Path(staging) / "evaluate"
-        (staged / "plots").mkdir(parents=True)
-        _write_json(staged / "metrics.json", metrics)
+        staged = Path(staging) / EVALUATE_DIR.name
+        plots = staged / PLOTS_DIR.name
+        plots.mkdir(parents=True)
+        _write_json(staged / METRICS_FILE.name, metrics)
         for name, frame in evaluate_lib.curves(y_true, probabilities, labels).items():
-            frame.round(4).to_csv(staged / "plots" / f"{name}.csv", index=False)
+            frame.round(4).to_csv(plots / f"{name}.csv", index=False)
         history = pd.DataFrame(json.loads(HISTORY_FILE.read_text()))
-        history.round(4).to_csv(staged / "plots" / "training.csv", index=False)
+        history.round(4).to_csv(plots / "training.csv", index=False)
         _replace_dir(staged, EVALUATE_DIR)
 
     run = json.loads(RUN_FILE.read_text())
-    numbers = {key: value for key, value in flat_metrics(metrics).items() if math.isfinite(value)}
+    numbers = {key: value for key, value in numeric_leaves(metrics).items() if math.isfinite(value)}
     if not tracking.log_evaluation(params, run["run_id"], numbers, EVALUATE_DIR):
         log.warning("MLflow run %s is not in %s: evaluation not tracked", run["run_id"], tracking.tracking_uri())
     return metrics
-
-
-def flat_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
-    """Numeric leaves as dotted keys (per_class.fresh.f1), the form MLflow and the gate use."""
-    flat: dict[str, float] = {}
-    for key, value in metrics.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flat_metrics(value, f"{name}."))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            flat[name] = float(value)
-    return flat

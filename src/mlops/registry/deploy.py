@@ -23,11 +23,10 @@ from mlflow.exceptions import MlflowException
 from mlops import tracking
 from mlops.config import Params
 from mlops.errors import MlopsError
+from mlops.paths import METRICS_FILE, RUN_FILE
 from mlops.registry import registry
 from mlops.registry.gate import Verdict, evaluate_gate, higher_is_better
 
-RUN_FILE = Path("models/run.json")
-METRICS_FILE = Path("evaluate/metrics.json")
 # Top-level metrics copied into version tags and the model card.
 CARD_METRICS = ("accuracy", "macro_f1", "roc_auc", "log_loss", "model_size_mb", "latency_p95_ms")
 

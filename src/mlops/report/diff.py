@@ -17,17 +17,11 @@ from urllib.parse import urlsplit, urlunsplit
 import pandas as pd
 import yaml
 
+from mlops.dotted import flatten, numeric_leaves
 from mlops.errors import MlopsError
+from mlops.paths import DATA_DVC_FILE, LOCK_FILE, METRICS_FILE, PARAMS_FILE, PLOTS_DIR, RUN_FILE
 from mlops.registry.gate import higher_is_better
 
-# The paths of mlops.stages and dvc.yaml, named here because importing the stages loads torch,
-# which would cost the report most of its time budget.
-METRICS_FILE = Path("evaluate/metrics.json")
-PLOTS_DIR = Path("evaluate/plots")
-RUN_FILE = Path("models/run.json")
-PARAMS_FILE = Path("params.yaml")
-LOCK_FILE = Path("dvc.lock")
-DATA_DVC_FILE = Path("data.dvc")
 # The columns each plot needs; a file without them (another version's format) counts as absent.
 PLOT_COLUMNS = {
     "confusion": {"actual", "predicted"},
@@ -185,29 +179,6 @@ def in_workspace() -> Snapshot:
     return snapshot
 
 
-def _flat(values: dict | None) -> dict[str, object]:
-    flat: dict[str, object] = {}
-
-    def walk(prefix: str, value: object) -> None:
-        if isinstance(value, dict):
-            for key, item in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), item)
-        else:
-            flat[prefix] = value
-
-    walk("", values or {})
-    return flat
-
-
-def flat_metrics(metrics: dict | None) -> dict[str, float]:
-    """Numeric leaves as dotted keys, as `mlops.stages.flat_metrics` names them for MLflow and the gate."""
-    return {
-        key: float(value)
-        for key, value in _flat(metrics).items()
-        if isinstance(value, (int, float)) and not isinstance(value, bool)
-    }
-
-
 @dataclass(frozen=True)
 class MetricRow:
     name: str
@@ -233,7 +204,7 @@ class MetricRow:
 def _quality_metrics(metrics: dict | None) -> dict[str, float]:
     return {
         key: value
-        for key, value in flat_metrics(metrics).items()
+        for key, value in numeric_leaves(metrics).items()
         if not key.startswith("samples.") and key.rsplit(".", 1)[-1] not in COUNT_NAMES
     }
 
@@ -267,7 +238,7 @@ MISSING = object()
 
 
 def param_changes(base: dict | None, new: dict | None) -> list[ParamChange]:
-    base_flat, new_flat = _flat(base), _flat(new)
+    base_flat, new_flat = flatten(base), flatten(new)
     names = [*new_flat, *(key for key in base_flat if key not in new_flat)]
     return [
         ParamChange(name, base_flat.get(name, MISSING), new_flat.get(name, MISSING))
@@ -355,7 +326,7 @@ def _lock_inputs(lock: dict | None) -> dict[str, object]:
             if dep.get("path") not in produced:
                 inputs[f"{stage}: {dep.get('path')}"] = dep.get("md5") or dep.get("hash")
         for file, values in (entry.get("params") or {}).items():
-            for key, value in _flat(values).items():
+            for key, value in flatten(values).items():
                 inputs[f"{stage}: {file}:{key}"] = value
     return inputs
 
@@ -373,7 +344,7 @@ def reproducibility(committed: Snapshot, reproduced: Snapshot, tolerance: float)
     inputs = sorted(key for key in was.keys() | now.keys() if was.get(key) != now.get(key))
     if inputs:
         problems.append(f"{LOCK_FILE} was made from other inputs ({_listed(inputs)})")
-    before, after = flat_metrics(committed.metrics), flat_metrics(reproduced.metrics)
+    before, after = numeric_leaves(committed.metrics), numeric_leaves(reproduced.metrics)
     differing = []
     for key in sorted(before.keys() | after.keys()):
         if key in MACHINE_DEPENDENT:
