@@ -25,7 +25,7 @@ from mlops.config import Params
 from mlops.errors import MlopsError
 from mlops.paths import METRICS_FILE, RUN_FILE
 from mlops.registry import registry
-from mlops.registry.gate import Verdict, evaluate_gate, higher_is_better
+from mlops.registry.gate import Verdict, evaluate_gate, higher_is_better, metric_value
 
 # Top-level metrics copied into version tags and the model card.
 CARD_METRICS = ("accuracy", "macro_f1", "roc_auc", "log_loss", "model_size_mb", "latency_p95_ms")
@@ -86,7 +86,7 @@ def load_candidate(params: Params) -> Candidate:
     metrics = _read_json(METRICS_FILE, "dvc repro evaluate")
     gate = params.gate
     for metric in [*gate.minimum, *gate.maximum, *gate.max_regression]:
-        value = _lookup(metrics, metric)
+        value = metric_value(metrics, metric)
         if value is None or not math.isfinite(value):
             state = "missing" if value is None else "NaN or infinite"
             raise DeployError(
@@ -94,17 +94,6 @@ def load_candidate(params: Params) -> Candidate:
                 "rerun `dvc repro evaluate`, or remove the metric from gate in params.yaml"
             )
     return Candidate(run_id=str(run["run_id"]), model_uri=str(run["model_uri"]), metrics=metrics)
-
-
-def _lookup(metrics: dict, dotted: str) -> float | None:
-    value: object = metrics
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
 
 
 def _nested(flat: dict[str, float]) -> dict:
@@ -250,7 +239,7 @@ def _version_tags(params: Params, result: GateResult, commit: str) -> dict[str, 
         ),
     }
     for metric in CARD_METRICS:
-        value = _lookup(result.candidate, metric)
+        value = metric_value(result.candidate, metric)
         if value is not None:
             tags[f"metric.{metric}"] = f"{value:.4f}"
     return tags
@@ -267,7 +256,7 @@ def gate_table(result: GateResult) -> str:
         "|---|---|---|---|---|---|",
     ]
     for check in result.verdict.checks:
-        champion = _lookup(result.champion, check.metric) if result.champion else None
+        champion = metric_value(result.champion, check.metric) if result.champion else None
         rows.append(
             f"| {check.metric} | {check.rule} | {check.limit:.4g} | {_cell(check.value)} | {_cell(champion)} "
             f"| {'pass' if check.passed else '**FAIL**'} |"
@@ -284,10 +273,10 @@ def model_card(params: Params, result: GateResult, commit: str) -> str:
     rows = [f"| metric | this model | baseline (TF-IDF + logistic regression) | {previous} |", "|---|---|---|---|"]
     for metric in CARD_METRICS:
         direction = "higher" if higher_is_better(metric) else "lower"
-        champion = _lookup(result.champion, metric) if result.champion else None
+        champion = metric_value(result.champion, metric) if result.champion else None
         rows.append(
-            f"| {metric} ({direction} is better) | {_cell(_lookup(metrics, metric))} "
-            f"| {_cell(_lookup(baseline, metric))} | {_cell(champion)} |"
+            f"| {metric} ({direction} is better) | {_cell(metric_value(metrics, metric))} "
+            f"| {_cell(metric_value(baseline, metric))} | {_cell(champion)} |"
         )
     split_sizes = ", ".join(f"{split} {counts.get('rows', '?')}" for split, counts in samples.items())
     return "\n".join(

@@ -48,7 +48,8 @@ class Verdict:
         return [check for check in self.checks if not check.passed]
 
 
-def _number(metrics: dict, metric: str) -> float | None:
+def metric_value(metrics: dict, metric: str) -> float | None:
+    """The number at a dotted key of nested metrics (per_class.fresh.f1), or None."""
     value: object = metrics
     for part in metric.split("."):
         if not isinstance(value, dict) or part not in value:
@@ -67,14 +68,14 @@ def evaluate_gate(candidate: dict, champion: dict | None, gate: GateParams) -> V
     """Every threshold checked in order; a missing or NaN candidate metric fails its check."""
     checks: list[Check] = []
     for metric, limit in gate.minimum.items():
-        value = _number(candidate, metric)
+        value = metric_value(candidate, metric)
         checks.append(Check(metric, "minimum", limit, value, _usable(value) and value >= limit))
     for metric, limit in gate.maximum.items():
-        value = _number(candidate, metric)
+        value = metric_value(candidate, metric)
         checks.append(Check(metric, "maximum", limit, value, _usable(value) and value <= limit))
     if champion is not None:
         for metric, allowed in gate.max_regression.items():
-            value, reference = _number(candidate, metric), _number(champion, metric)
+            value, reference = metric_value(candidate, metric), metric_value(champion, metric)
             if not _usable(reference):
                 continue  # the champion lacks this metric: nothing to regress against
             if higher_is_better(metric):
