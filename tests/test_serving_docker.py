@@ -18,6 +18,7 @@ from conftest import REPO_ROOT
 DOCKERFILE = (REPO_ROOT / "Dockerfile").read_text()
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
+NGINX = shutil.which("nginx") or next((path for path in ["/usr/sbin/nginx"] if Path(path).exists()), None)
 
 
 def instructions(name: str) -> list[str]:
@@ -114,3 +115,16 @@ def test_compose_prometheus_config_and_rules_pass_promtool(tmp_path: Path) -> No
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout and "rules found" in result.stdout
+
+
+@pytest.mark.skipif(NGINX is None, reason="nginx (Debian nginx-light): run .ci/system-deps")
+def test_compose_load_balancer_config_passes_nginx_check(tmp_path: Path) -> None:
+    # The service name only resolves inside compose's network; any address checks the rest.
+    (tmp_path / "default.conf").write_text(compose_content("load-balancer").replace("model-server:", "127.0.0.1:"))
+    (tmp_path / "nginx.conf").write_text(
+        "pid nginx.pid;\nerror_log stderr;\nevents {}\nhttp { include default.conf; }\n"
+    )
+    result = subprocess.run(
+        [NGINX, "-t", "-p", f"{tmp_path}/", "-c", str(tmp_path / "nginx.conf")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
