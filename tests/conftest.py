@@ -48,6 +48,12 @@ TINY = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _isolated_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI: keep one test's store out of the next."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 def merge(base: dict, overrides: dict) -> dict:
     """A deep copy of ``base`` with ``overrides`` applied section by section."""
     merged = dict(base)
