@@ -128,10 +128,7 @@ def promote(
 
     name = load_params(params).tracking.registered_model
     client = registry.connect()
-    if version is None:
-        version = registry.aliases(client, name).get(registry.CHALLENGER)
-        if version is None:
-            raise registry.RegistryError(f"model {name!r} has no challenger: name the version, e.g. `mlops promote 3`")
+    version = version or registry.challenger_version(client, name)
     registry.promote(client, name, version)
     typer.echo(f"version {version} of {name} is the champion")
 
@@ -152,17 +149,7 @@ def models(params: ParamsOption = DEFAULT_PARAMS) -> None:
     from mlops.registry import registry
 
     name = load_params(params).tracking.registered_model
-    client = registry.connect()
-    by_version: dict[str, list[str]] = {}
-    for alias, version in registry.aliases(client, name).items():
-        by_version.setdefault(version, []).append(alias)
-    typer.echo(f"{'version':>7}  {'aliases':<28}  {'commit':<10}  {'accuracy':>8}  gate")
-    for found in registry.versions(client, name):
-        tags = found.tags
-        typer.echo(
-            f"{found.version:>7}  {','.join(sorted(by_version.get(str(found.version), []))) or '-':<28}  "
-            f"{tags.get('git_commit', '-')[:10]:<10}  {tags.get('metric.accuracy', '-'):>8}  {tags.get('gate', '-')}"
-        )
+    typer.echo(registry.version_table(registry.connect(), name))
 
 
 @app.command()

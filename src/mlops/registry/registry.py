@@ -144,3 +144,25 @@ def versions(client: MlflowClient, name: str) -> list[ModelVersion]:
     """Every version of ``name``, newest first."""
     registered_model(client, name)
     return list(client.search_model_versions(f"name = '{name}'", order_by=["version_number DESC"]))
+
+
+def challenger_version(client: MlflowClient, name: str) -> str:
+    version = aliases(client, name).get(CHALLENGER)
+    if version is None:
+        raise RegistryError(f"model {name!r} has no challenger: name the version, e.g. `mlops promote 3`")
+    return version
+
+
+def version_table(client: MlflowClient, name: str) -> str:
+    """The versions of ``name`` with their aliases, commit, accuracy and gate verdict, one per line."""
+    by_version: dict[str, list[str]] = {}
+    for alias, version in aliases(client, name).items():
+        by_version.setdefault(version, []).append(alias)
+    lines = [f"{'version':>7}  {'aliases':<28}  {'commit':<10}  {'accuracy':>8}  gate"]
+    for found in versions(client, name):
+        tags = found.tags
+        lines.append(
+            f"{found.version:>7}  {','.join(sorted(by_version.get(str(found.version), []))) or '-':<28}  "
+            f"{tags.get('git_commit', '-')[:10]:<10}  {tags.get('metric.accuracy', '-'):>8}  {tags.get('gate', '-')}"
+        )
+    return "\n".join(lines)
