@@ -11,40 +11,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-ENVIRONMENT = {
-    **os.environ,
-    "HF_HUB_OFFLINE": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DVC_NO_ANALYTICS": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "OMP_NUM_THREADS": "1",
-}
-
-
-def timed(command: list[str], cwd: Path) -> float:
-    start = time.perf_counter()
-    subprocess.run(command, cwd=cwd, env=ENVIRONMENT, check=True, capture_output=True)
-    return time.perf_counter() - start
+from common import REPO_ROOT, timed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[1])
+    parser.add_argument("--repo", type=Path, default=REPO_ROOT)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as scratch:
         clone = Path(scratch) / "clone"
         subprocess.run(["git", "clone", "-q", str(args.repo), str(clone)], check=True)
-        pull = timed(["dvc", "pull", "-q", "data.dvc"], clone)
-        repro = timed(["dvc", "repro", "--force"], clone)
-        noop = statistics.median(timed(["dvc", "repro"], clone) for _ in range(5))
+        pull = timed("dvc", "pull", "-q", "data.dvc", cwd=clone)
+        repro = timed("dvc", "repro", "--force", cwd=clone)
+        noop = statistics.median(timed("dvc", "repro", cwd=clone) for _ in range(5))
         metrics = json.loads((clone / "evaluate" / "metrics.json").read_text())
 
     accuracy, baseline = metrics["accuracy"], metrics["baseline"]["accuracy"]

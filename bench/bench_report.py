@@ -15,7 +15,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,47 +23,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from common import BIN, ENV, copy_repository, sh
 from mlops.config import load_params
 from mlops.ml import evaluate as evaluate_lib
 from mlops.ml.data import describe, encode_labels, load_splits
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 RUNS = 3
 TARGET_SECONDS = 10.0
-ENV = {
-    **os.environ,
-    "HF_HUB_OFFLINE": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DVC_NO_ANALYTICS": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "OMP_NUM_THREADS": "1",
-    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "bench@example.com",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "bench@example.com",
-}
-ENV.pop("MLFLOW_TRACKING_URI", None)
-
-
-def sh(*command: str, cwd: Path) -> None:
-    subprocess.run(command, cwd=cwd, env=ENV, check=True, capture_output=True)
-
-
-def copy_repository(target: Path) -> None:
-    files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for name in filter(None, files):
-        source = REPO_ROOT / name
-        if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            (target / name).write_bytes(source.read_bytes())
 
 
 def write_outputs(project: Path, seed: int) -> None:

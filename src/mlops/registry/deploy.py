@@ -1,9 +1,10 @@
 """`mlops deploy`: gate the workspace's model against the champion, register it, promote it.
 
-The candidate is the MLflow run in models/run.json with its metrics in evaluate/metrics.json. When there
-is a champion, both models are loaded from the registry/tracking store and scored on the same test split
-in this process, so the comparison is apples to apples; size and latency come from metrics.json. The
-thresholds themselves are applied in one place only: ``mlops.registry.gate.evaluate_gate``.
+The candidate is the MLflow run in models/run.json with its metrics in evaluate/metrics.json, which
+`mlops evaluate` computed on the current test split. When there is a champion, it is loaded from the
+registry and scored on that same split with the same metric code, so the comparison is apples to apples
+without scoring the candidate twice. The thresholds themselves are applied in one place only:
+``mlops.registry.gate.evaluate_gate``.
 Nothing in the registry changes unless the gate passes.
 """
 
@@ -109,7 +110,7 @@ def _nested(flat: dict[str, float]) -> dict:
 
 
 def _score(model_uri: str, params: Params, texts: list[str], y_true) -> dict:
-    """Accuracy, macro-F1, ROC-AUC, log loss and per-class scores of a logged model on the test split."""
+    """Accuracy, macro-F1, ROC-AUC, log loss and per-class scores of a registered model on the test split."""
     from mlops.ml.evaluate import classification_metrics
 
     try:
@@ -138,12 +139,11 @@ def run_gate(client: MlflowClient, params: Params, candidate: Candidate) -> Gate
 
     test = load_splits(params.data, params.seed).test
     texts, y_true = test["text"].tolist(), encode_labels(test["label"], params.data.labels)
-    candidate_metrics = {**candidate.metrics, **_score(candidate.model_uri, params, texts, y_true)}
     champion_run = client.get_model_version(name, champion_version).run_id
     logged = _nested(client.get_run(champion_run).data.metrics) if champion_run else {}
     champion_metrics = {**logged, **_score(f"models:/{name}@{registry.CHAMPION}", params, texts, y_true)}
-    verdict = evaluate_gate(candidate_metrics, champion_metrics, params.gate)
-    return GateResult(verdict, candidate_metrics, champion_metrics, champion_version)
+    verdict = evaluate_gate(candidate.metrics, champion_metrics, params.gate)
+    return GateResult(verdict, candidate.metrics, champion_metrics, champion_version)
 
 
 def _champion_version(client: MlflowClient, name: str) -> str | None:

@@ -1,0 +1,55 @@
+"""What the bench scripts share: a quiet offline environment, a copy of the repository, timed commands."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ENV = {
+    **{key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"},
+    "HF_HUB_OFFLINE": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "OMP_NUM_THREADS": "1",
+    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.com",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.com",
+}
+
+
+def sh(*command: str, cwd: Path) -> None:
+    subprocess.run(command, cwd=cwd, env=ENV, check=True, capture_output=True, text=True)
+
+
+def timed(*command: str, cwd: Path) -> float:
+    """Wall time of a command; a failure stops the bench with the command's output."""
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=cwd, env=ENV, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode:
+        sys.exit(f"{' '.join(command)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return seconds
+
+
+def copy_repository(target: Path) -> None:
+    """This checkout's files as they are now (committed or not, ignored ones left out) under ``target``."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for name in filter(None, listed):
+        source = REPO_ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            (target / name).write_bytes(source.read_bytes())
