@@ -34,6 +34,7 @@ system-deps:
 	@bash .ci/system-deps
 
 test: install system-deps
+	$(BIN)/dvc pull -q data.dvc
 	$(BIN)/pytest
 
 lint: install
