@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from mlops.serving.router import VARIANTS
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 CHARS_BUCKETS = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
@@ -70,6 +72,14 @@ class Metrics:
         )
         self._served: dict[str, tuple[str, str]] = {}
         self._feedback_counts: dict[str, list[int]] = {}
+        # Series that exist at 0 from the start: increase() and rate() ignore a series' first sample, so
+        # the first burst of errors on a fresh series would be invisible to the alerts and the canary.
+        for variant in VARIANTS:
+            for status in ("200", "500"):
+                self.requests.labels(variant=variant, status=status)
+            for correct in ("true", "false"):
+                self.feedback.labels(variant=variant, correct=correct)
+            self.load_failures.labels(variant=variant)
 
     def model_loaded(self, variant: str, model: str, version: str, label_share: dict[str, float]) -> None:
         """Point the info and label-share gauges at a newly served version, dropping the old label set."""
@@ -78,6 +88,7 @@ class Metrics:
         self._served[variant] = (version, model)
         for label, share in label_share.items():
             self.training_label_share.labels(variant=variant, label=label).set(share)
+            self.predictions.labels(variant=variant, label=label)
 
     def model_unloaded(self, variant: str) -> None:
         if variant in self._served:
