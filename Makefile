@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# DVC stages call `mlops`, so the venv's commands come first on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
 TORCH_VERSION ?= 2.13.0
 # Empty here (pip finds the CPU wheel on its own); CI on GitHub sets the PyTorch CPU wheel index.
 TORCH_INDEX_URL ?=
