@@ -15,7 +15,7 @@ export DVC_NO_ANALYTICS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install run test lint system-deps clean
+.PHONY: install run test test-quick lint system-deps clean
 
 $(BIN)/mlops: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ system-deps:
 test: install system-deps
 	$(BIN)/dvc pull -q data.dvc
 	$(BIN)/pytest
+
+# Everything but the heaviest tests (container builds, workflows under act, multi-process training).
+test-quick: install system-deps
+	$(BIN)/dvc pull -q data.dvc
+	$(BIN)/pytest -m "not heavy"
 
 lint: install
 	$(BIN)/ruff check src tests bench
