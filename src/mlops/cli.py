@@ -37,11 +37,16 @@ def evaluate(params: ParamsOption = DEFAULT_PARAMS) -> None:
     """Score the model and the baseline on the test split into evaluate/ (DVC stage `evaluate`)."""
     settings = load_params(params)
     from mlops import stages
+    from mlops.ml.spec import METRICS
 
     metrics = stages.evaluate(settings)
+    baseline = metrics.get("baseline", {})
     typer.echo(
-        f"accuracy {metrics['accuracy']:.4f} (baseline {metrics['baseline']['accuracy']:.4f}), "
-        f"macro-F1 {metrics['macro_f1']:.4f}, p95 latency {metrics['latency_p95_ms']:.1f} ms"
+        ", ".join(
+            f"{name} {metrics[name]:.4f}" + (f" (baseline {baseline[name]:.4f})" if name in baseline else "")
+            for name in METRICS.headline
+            if isinstance(metrics.get(name), float)
+        )
     )
 
 

@@ -24,12 +24,10 @@ from mlflow.exceptions import MlflowException
 from mlops import tracking
 from mlops.config import Params
 from mlops.errors import MlopsError
+from mlops.ml.spec import BASELINE_NAME, CARD_TEMPLATE, METRICS
 from mlops.paths import METRICS_FILE, RUN_FILE
 from mlops.registry import registry
 from mlops.registry.gate import Verdict, evaluate_gate, higher_is_better, metric_value
-
-# Top-level metrics copied into version tags and the model card.
-CARD_METRICS = ("accuracy", "macro_f1", "roc_auc", "log_loss", "model_size_mb", "latency_p95_ms")
 
 
 class DeployError(MlopsError):
@@ -238,7 +236,7 @@ def _version_tags(params: Params, result: GateResult, commit: str) -> dict[str, 
             f"{check.metric} {check.rule} {check.limit:.4g}: {check.value:.4g}" for check in result.verdict.checks
         ),
     }
-    for metric in CARD_METRICS:
+    for metric in METRICS.on_card:
         value = metric_value(result.candidate, metric)
         if value is not None:
             tags[f"metric.{metric}"] = f"{value:.4f}"
@@ -270,8 +268,8 @@ def model_card(params: Params, result: GateResult, commit: str) -> str:
     baseline = metrics.get("baseline", {})
     samples = metrics.get("samples", {})
     previous = f"champion v{result.champion_version}" if result.champion_version else "previous champion (none)"
-    rows = [f"| metric | this model | baseline (TF-IDF + logistic regression) | {previous} |", "|---|---|---|---|"]
-    for metric in CARD_METRICS:
+    rows = [f"| metric | this model | baseline ({BASELINE_NAME}) | {previous} |", "|---|---|---|---|"]
+    for metric in METRICS.on_card:
         direction = "higher" if higher_is_better(metric) else "lower"
         champion = metric_value(result.champion, metric) if result.champion else None
         rows.append(
@@ -279,12 +277,16 @@ def model_card(params: Params, result: GateResult, commit: str) -> str:
             f"| {_cell(metric_value(baseline, metric))} | {_cell(champion)} |"
         )
     split_sizes = ", ".join(f"{split} {counts.get('rows', '?')}" for split, counts in samples.items())
+    prose = CARD_TEMPLATE.read_text().format(
+        labels=" or ".join(params.data.labels),
+        max_length=params.model.max_length,
+        registered_model=params.tracking.registered_model,
+    )
     return "\n".join(
         [
             f"# {params.tracking.registered_model}",
             "",
-            f"**Intended use**: classify English movie-review snippets as {' or '.join(params.data.labels)}; "
-            "one text per row in the column `text`, a `label` and its `score` out.",
+            prose.strip(),
             "",
             f"**Data**: `{params.data.path}` (DVC md5 {tracking.data_version()}), split by "
             f"`{params.data.group_column}` so no group spans two splits; rows: {split_sizes or 'unknown'}.",
@@ -295,10 +297,6 @@ def model_card(params: Params, result: GateResult, commit: str) -> str:
             *rows,
             "",
             f"**Gate**: {_gate_summary(result)}.",
-            "",
-            "**Limitations**: trained on short English critic reviews only; other domains, languages, sarcasm "
-            "and very long texts (truncated to "
-            f"{params.model.max_length} tokens) are not evaluated. Scores are not calibrated probabilities.",
         ]
     )
 

@@ -10,13 +10,11 @@ import math
 from dataclasses import dataclass
 
 from mlops.config import GateParams
-
-# Metrics where a smaller number is better; every other metric is higher-is-better.
-LOWER_IS_BETTER = frozenset({"log_loss", "model_size_mb", "latency_p50_ms", "latency_p95_ms"})
+from mlops.ml.spec import METRICS
 
 
 def higher_is_better(metric: str) -> bool:
-    return metric.rsplit(".", 1)[-1] not in LOWER_IS_BETTER
+    return METRICS.get(metric).higher_is_better
 
 
 @dataclass(frozen=True)

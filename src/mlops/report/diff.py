@@ -19,6 +19,7 @@ import yaml
 
 from mlops.dotted import flatten, numeric_leaves
 from mlops.errors import MlopsError
+from mlops.ml.spec import METRICS
 from mlops.paths import DATA_DVC_FILE, LOCK_FILE, METRICS_FILE, PARAMS_FILE, PLOTS_DIR, RUN_FILE
 from mlops.registry.gate import higher_is_better
 
@@ -31,10 +32,6 @@ PLOT_COLUMNS = {
 }
 PLOT_NAMES = tuple(PLOT_COLUMNS)
 MAIN_BRANCHES = ("main", "origin/main")
-# Measured on whatever machine ran the pipeline: shown, but never flagged or required to reproduce.
-MACHINE_DEPENDENT = frozenset({"latency_p50_ms", "latency_p95_ms"})
-# Counts, not quality: the data section shows them.
-COUNT_NAMES = frozenset({"support", "rows"})
 LISTED_DIFFERENCES = 5
 
 
@@ -205,7 +202,7 @@ def _quality_metrics(metrics: dict | None) -> dict[str, float]:
     return {
         key: value
         for key, value in numeric_leaves(metrics).items()
-        if not key.startswith("samples.") and key.rsplit(".", 1)[-1] not in COUNT_NAMES
+        if not key.startswith("samples.") and not METRICS.get(key).count
     }
 
 
@@ -217,7 +214,7 @@ def metric_rows(base: dict | None, new: dict, tolerance: float) -> list[MetricRo
         before, after = base_flat.get(name), new_flat.get(name)
         better_up = higher_is_better(name)
         flagged = False
-        if not name.startswith("baseline.") and name not in MACHINE_DEPENDENT and before is not None:
+        if not name.startswith("baseline.") and not METRICS.get(name).machine_dependent and before is not None:
             if after is None or not math.isfinite(after):
                 flagged = math.isfinite(before)
             elif math.isfinite(before):
@@ -347,7 +344,7 @@ def reproducibility(committed: Snapshot, reproduced: Snapshot, tolerance: float)
     before, after = numeric_leaves(committed.metrics), numeric_leaves(reproduced.metrics)
     differing = []
     for key in sorted(before.keys() | after.keys()):
-        if key in MACHINE_DEPENDENT:
+        if METRICS.get(key).machine_dependent:
             continue
         old, fresh = before.get(key), after.get(key)
         same_nan = old is not None and fresh is not None and math.isnan(old) and math.isnan(fresh)

@@ -6,10 +6,10 @@ import json
 import math
 from dataclasses import dataclass
 
+from mlops.ml.spec import BASELINE_NAME, METRICS
 from mlops.registry.gate import Verdict
 from mlops.report import plots
 from mlops.report.diff import (
-    MACHINE_DEPENDENT,
     MISSING,
     Base,
     DataDiff,
@@ -81,7 +81,7 @@ def _note(row: MetricRow) -> str:
         return "⚠️ NaN" if row.regression or math.isnan(row.base) else "NaN"
     if row.regression:
         return "⚠️ regression"
-    if row.name in MACHINE_DEPENDENT:
+    if METRICS.get(row.name).machine_dependent:
         return "depends on the machine"
     return ""
 
@@ -136,7 +136,7 @@ def _metrics(content: Content) -> list[str]:
         "",
         f"▲/▼ is the direction of the change, 🟢 better and 🔴 worse for that metric; ⚠️ marks the model's metrics "
         f"that got worse by more than `report.regression_tolerance` ({content.tolerance:g}). "
-        "`baseline.*` is the TF-IDF and logistic regression model trained on the same split.",
+        f"`baseline.*` is the {BASELINE_NAME} model trained on the same split.",
     ]
     only_base = [row.name for row in content.rows if row.new is None]
     only_new = [row.name for row in content.rows if row.base is None]

@@ -1,0 +1,29 @@
+"""What this project's metrics mean and what its model card says. The machinery reads only this.
+
+Forkers: declare here every metric that ml/evaluate.py adds (direction, machine-dependence, whether it is a
+headline metric or on the card), name your baseline, and write the card's prose in card.md beside this file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlops.contract import MetricSpec, MetricSpecs
+
+METRICS = MetricSpecs(
+    MetricSpec("accuracy", headline=True, on_card=True),
+    MetricSpec("macro_f1", headline=True, on_card=True),
+    MetricSpec("roc_auc", headline=True, on_card=True),
+    MetricSpec("log_loss", higher_is_better=False, headline=True, on_card=True),
+    MetricSpec("model_size_mb", higher_is_better=False, on_card=True),
+    MetricSpec("latency_p50_ms", higher_is_better=False, machine_dependent=True),
+    MetricSpec("latency_p95_ms", higher_is_better=False, machine_dependent=True, on_card=True),
+    MetricSpec("support", count=True),
+    MetricSpec("rows", count=True),
+)
+
+# The classical model ml/evaluate.py trains on the same split as a yardstick (metrics.json `baseline`).
+BASELINE_NAME = "TF-IDF + logistic regression"
+
+# The model card's prose: Markdown with {labels}, {max_length} and {registered_model} filled in at deploy.
+CARD_TEMPLATE = Path(__file__).with_name("card.md")
