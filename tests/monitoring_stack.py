@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -26,15 +25,12 @@ import pytest
 import yaml
 
 from conftest import BIN, REPO_ROOT
+from needs import need
 from servers import free_port
 
 MONITORING = REPO_ROOT / "monitoring"
 RULES = MONITORING / "rules" / "alerts.yml"
-PROMETHEUS = shutil.which("prometheus")
-ALERTMANAGER = shutil.which("prometheus-alertmanager")
-needs_prometheus = pytest.mark.skipif(
-    PROMETHEUS is None or ALERTMANAGER is None, reason="prometheus and prometheus-alertmanager: run .ci/system-deps"
-)
+needs_prometheus = pytest.mark.needs("prometheus", "alertmanager")
 
 T = TypeVar("T")
 
@@ -110,7 +106,7 @@ def prometheus(
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port()
     command = [
-        str(PROMETHEUS),
+        need("prometheus"),
         f"--config.file={workdir / 'prometheus.yml'}",
         f"--storage.tsdb.path={workdir / 'tsdb'}",
         f"--web.listen-address=127.0.0.1:{port}",
@@ -133,7 +129,7 @@ def alertmanager(workdir: Path, webhook: str) -> Iterator[str]:
     (workdir / "alertmanager.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port()
     command = [
-        str(ALERTMANAGER),
+        need("alertmanager"),
         f"--config.file={workdir / 'alertmanager.yml'}",
         f"--storage.path={workdir / 'alertmanager'}",
         f"--web.listen-address=127.0.0.1:{port}",

@@ -21,6 +21,8 @@ import httpx
 import psycopg2
 import pytest
 
+from needs import need
+
 BIN = Path(sys.executable).parent
 POSTGRES_USER = "postgres"
 
@@ -33,10 +35,7 @@ def free_port() -> int:
 
 def postgres_bin(program: str) -> Path:
     """A PostgreSQL server program from the Debian package (newest major version installed)."""
-    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{program}"), key=lambda path: int(path.parts[-3]))
-    if not found:
-        pytest.fail(f"PostgreSQL's {program} is not installed: run `make system-deps` (Debian package postgresql)")
-    return found[-1]
+    return Path(need("postgresql")) / program
 
 
 def _as_postgres(command: list[str]) -> list[str]:

@@ -15,7 +15,7 @@ import yaml
 from conftest import run
 from monitoring_stack import MONITORING, RULES, needs_prometheus, prometheus, query
 
-pytestmark = needs_prometheus
+pytestmark = [needs_prometheus, pytest.mark.needs("promtool", "amtool")]
 
 DASHBOARD = MONITORING / "grafana" / "dashboards" / "mlops.json"
 # The metric contract with `mlops serve` (src/mlops/serving/metrics.py); histograms add _bucket, _sum, _count.

@@ -9,12 +9,13 @@ from mlflow import MlflowClient
 from conftest import tiny_params
 from mlops import tracking
 from mlops.config import Params
+from needs import need
 
 
 def test_wandb_logs_the_same_run_offline(
     pipeline_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("wandb")
+    need("wandb")
     monkeypatch.chdir(tmp_path)
     params = Params.model_validate(tiny_params(tracking={"wandb": True}))
     history = json.loads((pipeline_project / "models" / "history.json").read_text())
