@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import BIN, REPO_ROOT
 from needs import need
@@ -192,6 +193,31 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def _matching(metrics_text: str, name: str, labels: dict[str, str]) -> list[float]:
+    return [
+        found.value
+        for family in text_string_to_metric_families(metrics_text)
+        for found in family.samples
+        if found.name == name and all(found.labels.get(key) == value for key, value in labels.items())
+    ]
+
+
+def sample(metrics_text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of a Prometheus exposition matching a name and labels.
+
+    Fails the test when no sample matches: a removed (or never created) series is not a series at 0.
+    """
+    values = _matching(metrics_text, name, labels)
+    if not values:
+        pytest.fail(f"no series {name}{labels} in the exposition (removed, or never created)")
+    return sum(values)
+
+
+def series_absent(metrics_text: str, name: str, **labels: str) -> bool:
+    """No sample matches: the series was removed or never created (unlike one that is 0)."""
+    return not _matching(metrics_text, name, labels)
 
 
 def query(prometheus_url: str, promql: str) -> list[dict]:

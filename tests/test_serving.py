@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import tiny_params
 from mlops.config import Params
@@ -24,18 +23,9 @@ from mlops.serving.app import build_server, create_app
 from mlops.serving.batcher import Batcher
 from mlops.serving.models import ModelSource, ServingError
 from mlops.serving.router import bucket, route
+from monitoring_stack import sample
 
 LIMITS = {"max_items": 4, "max_text_chars": 50}
-
-
-def sample(metrics_text: str, name: str, **labels: str) -> float:
-    """The sum of the samples of a Prometheus exposition matching a name and labels (0 when none)."""
-    return sum(
-        found.value
-        for family in text_string_to_metric_families(metrics_text)
-        for found in family.samples
-        if found.name == name and all(found.labels.get(key) == value for key, value in labels.items())
-    )
 
 
 def params_with(**serving: object) -> Params:
