@@ -7,6 +7,7 @@ tiny project; tests/test_serving_e2e.py runs the real `mlops serve` against a re
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import threading
 import time
@@ -291,7 +292,7 @@ def test_shadow_mode_scores_the_challenger_on_a_copy_while_the_champion_answers(
     assert sample(metrics, "mlops_online_accuracy", variant="champion") == 1.0
 
 
-def test_metrics_describe_the_models_and_the_traffic(client_for) -> None:
+def test_metrics_describe_the_models_and_the_traffic(client_for, pipeline_project: Path) -> None:
     client = client_for(challenger=False)
     client.post("/predict", json={"texts": ["abc", "abcdefghijkl"]})
     metrics = client.get("/metrics").text
@@ -300,7 +301,8 @@ def test_metrics_describe_the_models_and_the_traffic(client_for) -> None:
         label: sample(metrics, "mlops_training_label_share", variant="champion", label=label)
         for label in ("rotten", "fresh")
     }
-    assert sum(shares.values()) == pytest.approx(1.0) and all(share > 0 for share in shares.values())
+    trained_on = json.loads((pipeline_project / "evaluate" / "metrics.json").read_text())["samples"]["train"]
+    assert shares == {label: pytest.approx(trained_on[label] / trained_on["rows"]) for label in shares}
     assert sample(metrics, "mlops_input_chars_count", variant="champion") == 2
     assert sample(metrics, "mlops_input_chars_sum", variant="champion") == 15
     assert sample(metrics, "mlops_batch_size_sum", variant="champion") == 2
