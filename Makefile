@@ -15,7 +15,7 @@ export DVC_NO_ANALYTICS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install run test test-quick lint system-deps clean
+.PHONY: install run test test-quick mutation lint system-deps clean
 
 $(BIN)/mlops: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,9 +44,17 @@ test-quick: install system-deps
 	$(BIN)/dvc pull -q data.dvc
 	$(BIN)/pytest -m "not heavy"
 
+# Mutation testing of the decision code (mutmut; minutes, so not part of `make test`): every mutant of the
+# gate, router, promotion and rollback, canary verdict, regression flags and params validation must be killed
+# by the fast unit tests ([tool.mutmut] in pyproject.toml), or be explained in tests/mutation-baseline.txt.
+mutation: install
+	rm -rf mutants
+	$(BIN)/mutmut run
+	$(BIN)/python tests/mutation_score.py
+
 lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
 clean:
-	rm -rf $(VENV) models mlflow.db mlruns mlartifacts wandb report
+	rm -rf $(VENV) models mlflow.db mlruns mlartifacts wandb report mutants

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from needs import need
 from servers import mlflow_server_url, postgres_url  # noqa: F401  (session fixtures: real PostgreSQL, mlflow server)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +47,13 @@ TINY = {
         "max_regression": {"accuracy": 0.5, "macro_f1": 0.5},
     },
 }
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``@pytest.mark.needs(...)``: fail under CI, or skip naming the install command, when a need is missing."""
+    for marker in item.iter_markers("needs"):
+        for name in marker.args:
+            need(name)
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -24,17 +23,15 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import BIN, REPO_ROOT
+from needs import need
 from servers import free_port
 
 MONITORING = REPO_ROOT / "monitoring"
 RULES = MONITORING / "rules" / "alerts.yml"
-PROMETHEUS = shutil.which("prometheus")
-ALERTMANAGER = shutil.which("prometheus-alertmanager")
-needs_prometheus = pytest.mark.skipif(
-    PROMETHEUS is None or ALERTMANAGER is None, reason="prometheus and prometheus-alertmanager: run .ci/system-deps"
-)
+needs_prometheus = pytest.mark.needs("prometheus", "alertmanager")
 
 T = TypeVar("T")
 
@@ -110,7 +107,7 @@ def prometheus(
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port()
     command = [
-        str(PROMETHEUS),
+        need("prometheus"),
         f"--config.file={workdir / 'prometheus.yml'}",
         f"--storage.tsdb.path={workdir / 'tsdb'}",
         f"--web.listen-address=127.0.0.1:{port}",
@@ -133,7 +130,7 @@ def alertmanager(workdir: Path, webhook: str) -> Iterator[str]:
     (workdir / "alertmanager.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port()
     command = [
-        str(ALERTMANAGER),
+        need("alertmanager"),
         f"--config.file={workdir / 'alertmanager.yml'}",
         f"--storage.path={workdir / 'alertmanager'}",
         f"--web.listen-address=127.0.0.1:{port}",
@@ -196,6 +193,31 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def _matching(metrics_text: str, name: str, labels: dict[str, str]) -> list[float]:
+    return [
+        found.value
+        for family in text_string_to_metric_families(metrics_text)
+        for found in family.samples
+        if found.name == name and all(found.labels.get(key) == value for key, value in labels.items())
+    ]
+
+
+def sample(metrics_text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of a Prometheus exposition matching a name and labels.
+
+    Fails the test when no sample matches: a removed (or never created) series is not a series at 0.
+    """
+    values = _matching(metrics_text, name, labels)
+    if not values:
+        pytest.fail(f"no series {name}{labels} in the exposition (removed, or never created)")
+    return sum(values)
+
+
+def series_absent(metrics_text: str, name: str, **labels: str) -> bool:
+    """No sample matches: the series was removed or never created (unlike one that is 0)."""
+    return not _matching(metrics_text, name, labels)
 
 
 def query(prometheus_url: str, promql: str) -> list[dict]:

@@ -8,6 +8,7 @@ import pytest
 from conftest import REPO_ROOT, tiny_params
 from mlops.config import DataParams
 from mlops.ml.data import DataError, describe, load_dataset, load_splits, split_dataset
+from needs import need
 
 RAW = REPO_ROOT / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
 
@@ -32,8 +33,7 @@ def reviews(movies: int = 20, per_movie: int = 6) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def real_data() -> pd.DataFrame:
-    if not RAW.exists():
-        pytest.skip("data/ not pulled: run `dvc pull`")
+    need("data")
     return load_dataset(data_params(RAW))
 
 

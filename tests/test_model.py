@@ -10,6 +10,7 @@ from mlops.config import ModelParams, Params
 from mlops.ml import train as train_lib
 from mlops.ml.data import load_splits
 from mlops.ml.model import ModelError, TextClassifier, build
+from needs import need
 
 LABELS = ["rotten", "fresh"]
 TEXTS = ["a moving, funny film", "dull and far too long", "the cast is great", "a mess"]
@@ -54,8 +55,7 @@ def test_text_classifier_refuses_a_folder_without_a_model(tmp_path: Path) -> Non
 @pytest.fixture(scope="module")
 def params(tmp_path_factory: pytest.TempPathFactory) -> Params:
     data = {**tiny_params()["data"], "path": str(REPO_ROOT / "data" / "rotten_tomatoes_corpus_full.csv.bz2")}
-    if not Path(data["path"]).exists():
-        pytest.skip("data/ not pulled: run `dvc pull`")
+    need("data")
     return Params.model_validate(tiny_params(data=data))
 
 

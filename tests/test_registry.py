@@ -70,10 +70,12 @@ def new_candidate(project: Path, negate: bool = False) -> str:
 
 
 def snapshot(client: MlflowClient, name: str) -> object:
-    """Everything deploy could change in the registry."""
+    """Everything deploy could change in the registry; None only when the model does not exist."""
     try:
         model = client.get_registered_model(name)
-    except mlflow.exceptions.MlflowException:
+    except mlflow.exceptions.MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise  # a broken store must fail the test, not read as "unchanged"
         return None
     found = client.search_model_versions(f"name = '{name}'")
     return dict(model.aliases), sorted((v.version, sorted(v.tags.items()), v.description) for v in found)

@@ -7,6 +7,7 @@ tiny project; tests/test_serving_e2e.py runs the real `mlops serve` against a re
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import threading
 import time
@@ -16,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import tiny_params
 from mlops.config import Params
@@ -24,18 +24,9 @@ from mlops.serving.app import build_server, create_app
 from mlops.serving.batcher import Batcher
 from mlops.serving.models import ModelSource, ServingError
 from mlops.serving.router import bucket, route
+from monitoring_stack import sample
 
 LIMITS = {"max_items": 4, "max_text_chars": 50}
-
-
-def sample(metrics_text: str, name: str, **labels: str) -> float:
-    """The sum of the samples of a Prometheus exposition matching a name and labels (0 when none)."""
-    return sum(
-        found.value
-        for family in text_string_to_metric_families(metrics_text)
-        for found in family.samples
-        if found.name == name and all(found.labels.get(key) == value for key, value in labels.items())
-    )
 
 
 def params_with(**serving: object) -> Params:
@@ -301,7 +292,7 @@ def test_shadow_mode_scores_the_challenger_on_a_copy_while_the_champion_answers(
     assert sample(metrics, "mlops_online_accuracy", variant="champion") == 1.0
 
 
-def test_metrics_describe_the_models_and_the_traffic(client_for) -> None:
+def test_metrics_describe_the_models_and_the_traffic(client_for, pipeline_project: Path) -> None:
     client = client_for(challenger=False)
     client.post("/predict", json={"texts": ["abc", "abcdefghijkl"]})
     metrics = client.get("/metrics").text
@@ -310,7 +301,8 @@ def test_metrics_describe_the_models_and_the_traffic(client_for) -> None:
         label: sample(metrics, "mlops_training_label_share", variant="champion", label=label)
         for label in ("rotten", "fresh")
     }
-    assert sum(shares.values()) == pytest.approx(1.0) and all(share > 0 for share in shares.values())
+    trained_on = json.loads((pipeline_project / "evaluate" / "metrics.json").read_text())["samples"]["train"]
+    assert shares == {label: pytest.approx(trained_on[label] / trained_on["rows"]) for label in shares}
     assert sample(metrics, "mlops_input_chars_count", variant="champion") == 2
     assert sample(metrics, "mlops_input_chars_sum", variant="champion") == 15
     assert sample(metrics, "mlops_batch_size_sum", variant="champion") == 2
