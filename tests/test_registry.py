@@ -233,6 +233,7 @@ def test_clear_errors_for_unknown_model_no_previous_champion_and_unreachable_ser
 ) -> None:
     project = copy_project(pipeline_project, tmp_path / "project")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
+    tracking.connect(create=True)  # an empty store: neither the model nor the run is in it
     for command in (["mlops", "models"], ["mlops", "rollback"], ["mlops", "promote", "1"]):
         result = run(command, project, check=False)
         assert result.returncode == 1

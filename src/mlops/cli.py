@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from mlops.config import DEFAULT_PARAMS, load_params
-from mlops.errors import MlopsError
+from mlops.errors import MlopsError, UsageError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 
@@ -127,11 +127,13 @@ def promote(
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """Move the champion alias to a version, remembering the replaced champion for rollback."""
+    if version is not None and not (version.isascii() and version.isdigit() and int(version) > 0):
+        raise UsageError(f"{version!r} is not a version number: `mlops models` lists the versions")
     from mlops.registry import registry
 
     name = load_params(params).tracking.registered_model
     client = registry.connect()
-    version = version or registry.challenger_version(client, name)
+    version = str(int(version)) if version else registry.challenger_version(client, name)
     registry.promote(client, name, version)
     typer.echo(f"version {version} of {name} is the champion")
 
@@ -152,7 +154,7 @@ def models(params: ParamsOption = DEFAULT_PARAMS) -> None:
     from mlops.registry import registry
 
     name = load_params(params).tracking.registered_model
-    typer.echo(registry.version_table(registry.connect(), name))
+    typer.echo(registry.version_table(registry.connect(writes=False), name))
 
 
 @app.command()

@@ -16,10 +16,11 @@ import torch
 from mlops import tracking
 from mlops.config import Params
 from mlops.contract import Classifier
+from mlops.datacheck import check_data
 from mlops.dotted import numeric_leaves
 from mlops.ml import evaluate as evaluate_lib
 from mlops.ml import train as train_lib
-from mlops.ml.data import describe, encode_labels, load_splits
+from mlops.ml.data import DataError, describe, encode_labels, load_splits
 from mlops.ml.model import LABEL_SHARE_FILE, TextClassifier
 from mlops.paths import EVALUATE_DIR, HISTORY_FILE, METRICS_FILE, MODEL_DIR, MODELS_DIR, PLOTS_DIR, RUN_FILE
 
@@ -42,7 +43,12 @@ def _write_json(path: Path, payload: object) -> None:
 
 
 def train(params: Params) -> tracking.RunInfo:
+    check_data(params.data.path)
     splits = load_splits(params.data, params.seed)
+    if params.train.batch_size > len(splits.train):
+        raise DataError(
+            f"train.batch_size {params.train.batch_size} is more than the {len(splits.train)} training rows: lower it"
+        )
     with tempfile.TemporaryDirectory(prefix=".models-", dir=".") as staging:
         staged = Path(staging) / MODELS_DIR.name
         model_dir = staged / MODEL_DIR.name
@@ -68,6 +74,7 @@ def _rounded(value: object) -> object:
 def evaluate(params: Params) -> dict:
     torch.set_num_threads(params.threads)
     labels = params.data.labels
+    check_data(params.data.path)
     splits = load_splits(params.data, params.seed)
     classifier = TextClassifier(MODEL_DIR)
     texts = splits.test["text"].tolist()

@@ -39,12 +39,23 @@ def load_dataset(params: DataParams) -> pd.DataFrame:
     if not path.exists():
         raise DataError(f"{path} not found: run `dvc pull` to fetch the data, or fix data.path in params.yaml")
     try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+        # The python engine, unlike the C one, leaves the fields a short record lacks missing instead of "".
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, engine="python")
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path} is empty (not even a header row): restore it with `dvc checkout data.dvc`") from None
     except (ValueError, OSError, EOFError, UnicodeDecodeError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DataError(
             f"{path} is not a readable CSV file ({reason}): restore it with `dvc checkout data.dvc`"
         ) from None
+    # keep_default_na=False reads empty fields as "", so a missing value means a record with too few fields.
+    short = raw.isna().any(axis=1)
+    if short.any():
+        raise DataError(
+            f"{path} record {short.idxmax() + 1} has fewer fields than the header "
+            f"({short.sum()} such record{'s' if short.sum() > 1 else ''}): the file is truncated or damaged: "
+            "restore it with `dvc checkout data.dvc`"
+        )
 
     wanted = {"text": params.text_column, "label": params.label_column, "group": params.group_column}
     missing = sorted(column for column in wanted.values() if column not in raw.columns)

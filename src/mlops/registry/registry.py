@@ -32,9 +32,9 @@ def _not_found(error: MlflowException) -> bool:
     return error.error_code == "RESOURCE_DOES_NOT_EXIST"
 
 
-def connect() -> MlflowClient:
-    """A client for the tracking store, failing in one line when it is unreachable."""
-    return MlflowClient(tracking.connect())
+def connect(*, writes: bool = True) -> MlflowClient:
+    """A client for the registry, failing in one line when it is unreachable, missing or (``writes``) read-only."""
+    return MlflowClient(tracking.connect(writes=writes))
 
 
 def registered_model(client: MlflowClient, name: str) -> RegisteredModel:
