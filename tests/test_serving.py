@@ -252,7 +252,7 @@ def test_the_challenger_answers_its_share_of_keys_and_the_same_key_always_gets_t
 
 def test_feedback_scores_each_variant_and_gives_online_accuracy(client_for) -> None:
     client = client_for(challenger=False)
-    answered = [client.post("/predict", json={"text": f"review {n}"}).json() for n in range(4)]
+    answered = [client.post("/predict", json={"text": f"text {n}"}).json() for n in range(4)]
     truths = [answer["predictions"][0]["label"] for answer in answered[:3]]
     wrong = {"rotten": "fresh", "fresh": "rotten"}[answered[3]["predictions"][0]["label"]]
     for answer, truth in zip(answered, [*truths, wrong], strict=True):

@@ -18,7 +18,7 @@ from mlops.dotted import numeric_leaves
 from mlops.ml import evaluate as evaluate_lib
 from mlops.ml import train as train_lib
 from mlops.ml.data import describe, encode_labels, load_splits
-from mlops.ml.model import LABEL_SHARE_FILE, TextClassifier
+from mlops.ml.model import LABEL_SHARE_FILE, load_classifier
 from mlops.paths import EVALUATE_DIR, HISTORY_FILE, METRICS_FILE, MODEL_DIR, MODELS_DIR, PLOTS_DIR, RUN_FILE
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def evaluate(params: Params) -> dict:
     torch.set_num_threads(params.threads)
     labels = params.data.labels
     splits = load_splits(params.data, params.seed)
-    classifier = TextClassifier(MODEL_DIR)
+    classifier = load_classifier(MODEL_DIR)
     texts = splits.test["text"].tolist()
     y_true = encode_labels(splits.test["label"], labels)
     probabilities = classifier.predict_proba(texts)

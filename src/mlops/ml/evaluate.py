@@ -24,8 +24,8 @@ from sklearn.metrics import (
 from sklearn.pipeline import make_pipeline
 
 from mlops.config import EvaluateParams
+from mlops.contract import Classifier
 from mlops.ml.data import Splits, encode_labels
-from mlops.ml.model import TextClassifier
 
 CURVE_POINTS = 200
 SLICES = {"under_10_words": (0, 10), "25_words_or_more": (25, 10**9)}
@@ -99,7 +99,7 @@ def curves(y_true: np.ndarray, probabilities: np.ndarray, labels: list[str]) -> 
     }
 
 
-def latency_ms(classifier: TextClassifier, texts: list[str], requests: int) -> dict[str, float]:
+def latency_ms(classifier: Classifier, texts: list[str], requests: int) -> dict[str, float]:
     """p50 and p95 of one-text-per-request CPU inference, the way a server sees it."""
     sample = [texts[index % len(texts)] for index in range(requests)]
     for text in sample[:5]:
