@@ -34,7 +34,7 @@ class DataParams(Section):
     path: Path
     text_column: str
     label_column: str
-    group_column: str
+    group_column: str | None  # None: every row is its own group (a stratified split by row)
     labels: Annotated[list[str], Field(min_length=2)]
     ignore_labels: list[str]
     test_size: Fraction
