@@ -80,6 +80,7 @@ class TrainParams(Section):
 
 class EvaluateParams(Section):
     latency_requests: PositiveInt
+    fail_without_skill: bool  # false: only warn when the model predicts one label or does not beat the majority rate
     baseline_max_features: PositiveInt
     baseline_ngram_max: Annotated[int, Field(ge=1, le=3)]
     baseline_c: Annotated[float, Field(gt=0)]

@@ -95,4 +95,13 @@ def evaluate(params: Params) -> dict:
     numbers = {key: value for key, value in numeric_leaves(metrics).items() if math.isfinite(value)}
     if not tracking.log_evaluation(params, run["run_id"], numbers, EVALUATE_DIR):
         log.warning("MLflow run %s is not in %s: evaluation not tracked", run["run_id"], tracking.tracking_uri())
+
+    problem = evaluate_lib.skill_problem(y_true, probabilities, labels)
+    if problem and params.evaluate.fail_without_skill:
+        raise evaluate_lib.NoSkillError(
+            f"{problem}: train longer or on more data (train.epochs, train.learning_rate, data.max_rows), "
+            f"or set evaluate.fail_without_skill: false to only warn; {METRICS_FILE} holds the numbers"
+        )
+    if problem:
+        log.warning("%s (evaluate.fail_without_skill is false)", problem)
     return metrics
