@@ -169,3 +169,11 @@ def test_the_example_data_tests_skip_saying_the_data_changed(fork: tuple[Path, d
     result = run(["python", "-m", "pytest", "-q", "-rs", "tests/test_example_data.py"], project, env=env)
     assert "3 skipped" in result.stdout
     assert "params.yaml data.path is data/chat_lines.csv, not the example's" in result.stdout
+
+
+def test_the_doctor_names_only_what_the_fork_left_of_the_example(fork: tuple[Path, dict]) -> None:
+    project, env = fork
+    result = run(["mlops", "doctor"], project, check=False, env=env)
+    assert result.returncode == 1
+    left = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("- ")]
+    assert left == ["README.md", "tests/test_example_data.py"]
