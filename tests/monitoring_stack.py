@@ -233,7 +233,7 @@ def firing(prometheus_url: str, alertname: str) -> list[dict]:
     return [alert for alert in alerts if alert["labels"]["alertname"] == alertname and alert["state"] == "firing"]
 
 
-REVIEWS = [
+SAMPLE_TEXTS = [
     "A warm, funny film with a terrific cast.",
     "Dull, overlong and badly acted.",
     "The best thriller of the year, tense from start to finish.",
@@ -255,7 +255,7 @@ def set_fault(server_url: str, variant: str, error_rate: float = 0.0, delay_ms: 
 
 @contextlib.contextmanager
 def traffic(server_url: str, workers: int = 6, pause: float = 0.1) -> Iterator[None]:
-    """Background clients posting reviews (each request a new routing key) until the context exits.
+    """Background clients posting texts (each request a new routing key) until the context exits.
 
     Each worker pauses between requests, so the load stays modest on a shared machine.
     """
@@ -265,7 +265,7 @@ def traffic(server_url: str, workers: int = 6, pause: float = 0.1) -> Iterator[N
         with httpx.Client(timeout=30) as client:
             sent = 0
             while not stop.is_set():
-                text = REVIEWS[sent % len(REVIEWS)]
+                text = SAMPLE_TEXTS[sent % len(SAMPLE_TEXTS)]
                 with contextlib.suppress(httpx.HTTPError):
                     client.post(f"{server_url}/predict", json={"text": text, "key": f"{number}-{sent}"})
                 sent += 1

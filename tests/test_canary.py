@@ -17,7 +17,7 @@ from mlops.config import CanaryParams
 from mlops.registry import registry
 from mlops.serving import canary
 from mlops.serving.canary import Decision, VariantStats
-from monitoring_stack import REVIEWS, mlops_serve, needs_prometheus, prometheus, query, set_fault, wait_for
+from monitoring_stack import SAMPLE_TEXTS, mlops_serve, needs_prometheus, prometheus, query, set_fault, wait_for
 from servers import free_port
 
 PARAMS = CanaryParams(
@@ -167,7 +167,7 @@ class Client:
         """``requests`` predictions with feedback confirming each answered one (so accuracy is 100%)."""
         for _ in range(requests):
             self.sent += 1
-            text = REVIEWS[self.sent % len(REVIEWS)]
+            text = SAMPLE_TEXTS[self.sent % len(SAMPLE_TEXTS)]
             response = self.http.post(f"{self.server}/predict", json={"text": text, "key": f"user-{self.sent}"})
             if response.status_code == 200:
                 answer = response.json()

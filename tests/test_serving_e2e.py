@@ -137,7 +137,7 @@ def test_concurrent_requests_are_batched_on_the_server(server: Server) -> None:
     async def burst() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
             return await asyncio.gather(
-                *(client.post("/predict", json={"text": f"review number {n}", "key": "one user"}) for n in range(48))
+                *(client.post("/predict", json={"text": f"text number {n}", "key": "one user"}) for n in range(48))
             )
 
     responses = asyncio.run(burst())

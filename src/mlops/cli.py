@@ -68,6 +68,20 @@ def report(
     typer.echo(f"wrote {written.report} and {len(written.images)} plots, compared with {written.base.how}")
 
 
+@app.command()
+def doctor(params: ParamsOption = DEFAULT_PARAMS) -> None:
+    """List what still refers to the shipped example: data, labels, tracking names, gate, card, README, tests."""
+    from mlops import doctor as doctor_lib
+
+    found = doctor_lib.findings(load_params(params))
+    for line in found:
+        typer.echo(f"- {line}")
+    if found:
+        typer.echo(f"{len(found)} thing(s) still refer to the example (src/mlops/ml/example.py says what it is)")
+        raise typer.Exit(1)
+    typer.echo("nothing refers to the example any more")
+
+
 SummaryOption = Annotated[
     Path | None,
     typer.Option("--summary", help="Also append a Markdown summary to this file (e.g. $GITHUB_STEP_SUMMARY)."),

@@ -51,7 +51,7 @@ class DataParams(Section):
     path: Path
     text_column: Name
     label_column: Name
-    group_column: Name
+    group_column: Name | None  # None: every row is its own group (a stratified split by row)
     labels: Annotated[list[Name], Field(min_length=2)]
     ignore_labels: list[Name]
     test_size: Fraction
@@ -99,6 +99,7 @@ class TrainParams(Section):
 
 class EvaluateParams(Section):
     latency_requests: Annotated[int, Field(gt=0, le=100_000)]
+    fail_without_skill: bool  # false: only warn when the model predicts one label or does not beat the majority rate
     baseline_max_features: Annotated[int, Field(gt=0, le=10_000_000)]
     baseline_ngram_max: Annotated[int, Field(ge=1, le=3)]
     baseline_c: Annotated[float, Field(gt=0)]

@@ -21,7 +21,7 @@ from mlops.dotted import numeric_leaves
 from mlops.ml import evaluate as evaluate_lib
 from mlops.ml import train as train_lib
 from mlops.ml.data import DataError, describe, encode_labels, load_splits
-from mlops.ml.model import LABEL_SHARE_FILE, TextClassifier
+from mlops.ml.model import LABEL_SHARE_FILE, load_classifier
 from mlops.paths import EVALUATE_DIR, HISTORY_FILE, METRICS_FILE, MODEL_DIR, MODELS_DIR, PLOTS_DIR, RUN_FILE
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def evaluate(params: Params) -> dict:
     labels = params.data.labels
     check_data(params.data.path)
     splits = load_splits(params.data, params.seed)
-    classifier = TextClassifier(MODEL_DIR)
+    classifier = load_classifier(MODEL_DIR)
     texts = splits.test["text"].tolist()
     y_true = encode_labels(splits.test["label"], labels)
     probabilities = classifier.predict_proba(texts)
@@ -104,6 +104,15 @@ def evaluate(params: Params) -> dict:
     numbers = {key: value for key, value in numeric_leaves(metrics).items() if math.isfinite(value)}
     if not tracking.log_evaluation(params, run["run_id"], numbers, EVALUATE_DIR):
         log.warning("MLflow run %s is not in %s: evaluation not tracked", run["run_id"], tracking.tracking_uri())
+
+    problem = evaluate_lib.skill_problem(y_true, probabilities, labels)
+    if problem and params.evaluate.fail_without_skill:
+        raise evaluate_lib.NoSkillError(
+            f"{problem}: train longer or on more data (train.epochs, train.learning_rate, data.max_rows), "
+            f"or set evaluate.fail_without_skill: false to only warn; {METRICS_FILE} holds the numbers"
+        )
+    if problem:
+        log.warning("%s (evaluate.fail_without_skill is false)", problem)
     return metrics
 
 
