@@ -12,7 +12,6 @@ import pytest
 from conftest import tiny_params
 from mlops.config import DataParams
 from mlops.ml.data import DataError, describe, load_dataset, load_splits, split_dataset
-from needs import need
 
 LABELS = ["cats", "dogs", "birds"]
 OWN_DATA = {

@@ -14,7 +14,6 @@ from mlops.config import ModelParams, Params
 from mlops.ml import train as train_lib
 from mlops.ml.data import encode_labels, load_splits
 from mlops.ml.model import ModelError, TextClassifier, build
-from needs import need
 
 LABELS = ["cats", "dogs", "birds"]
 TEXTS = ["the cat purrs on the mat", "a dog barks at the door", "birds sing in the tree", "a quiet afternoon"]

@@ -1,0 +1,140 @@
+"""`mlops gate` and `mlops deploy`: the promotion workflow.
+
+Gate the workspace's model (`candidate`) against the thresholds and the champion (`champion`, scored on the same
+test split with the same metric code), then register it and promote it. The thresholds themselves are applied in
+one place only: ``mlops.registry.gate.evaluate_gate``. The verdict is returned as a value; nothing in the registry
+changes unless the gate passes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from mlops import tracking
+from mlops.config import Params
+from mlops.errors import MlopsError
+from mlops.paths import RUN_FILE
+from mlops.registry import registry, render
+from mlops.registry.candidate import Candidate, DeployError, load_candidate
+from mlops.registry.champion import champion_metrics, champion_version
+from mlops.registry.gate import Verdict, evaluate_gate
+
+
+class GateRefused(MlopsError):
+    """The candidate fell short of at least one threshold; the registry was left unchanged."""
+
+    def __init__(self, result: GateResult) -> None:
+        reasons = "; ".join(check.reason for check in result.verdict.failures)
+        super().__init__(f"the gate refused the candidate: {reasons}")
+
+
+@dataclass(frozen=True)
+class GateResult:
+    verdict: Verdict
+    candidate: dict
+    champion: dict | None
+    champion_version: str | None
+
+
+class Action(StrEnum):
+    REFUSED = "refused"
+    NOTHING = "nothing to do"
+    REGISTERED = "registered"
+    PROMOTED = "promoted"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    action: Action
+    version: str | None
+    message: str
+    gate: GateResult | None
+
+    @property
+    def refused(self) -> bool:
+        return self.action is Action.REFUSED
+
+
+def run_gate(client: MlflowClient, params: Params, candidate: Candidate) -> GateResult:
+    """The gate verdict: absolute thresholds, and no regression against the champion on the same test split."""
+    version = champion_version(client, params.tracking.registered_model)
+    if version is None:
+        return GateResult(evaluate_gate(candidate.metrics, None, params.gate), candidate.metrics, None, None)
+    champion = champion_metrics(client, params, version)
+    verdict = evaluate_gate(candidate.metrics, champion, params.gate)
+    return GateResult(verdict, candidate.metrics, champion, version)
+
+
+def _connect_to_run(candidate: Candidate) -> MlflowClient:
+    client = registry.connect()
+    try:
+        client.get_run(candidate.run_id)
+    except MlflowException:
+        raise DeployError(
+            f"MLflow run {candidate.run_id} (from {RUN_FILE}) is not in {client.tracking_uri}: "
+            "train with MLFLOW_TRACKING_URI pointing at this store (`dvc repro`), then deploy"
+        ) from None
+    return client
+
+
+def gate(params: Params) -> GateResult:
+    """The verdict alone; the registry is only read."""
+    candidate = load_candidate(params)
+    return run_gate(_connect_to_run(candidate), params, candidate)
+
+
+def _existing_version(client: MlflowClient, name: str, run_id: str, commit: str) -> ModelVersion | None:
+    try:
+        registry.registered_model(client, name)
+    except registry.RegistryError:
+        return None
+    return registry.find_version(client, name, run_id, commit)
+
+
+def deploy(params: Params, promote: bool = True) -> Outcome:
+    """Gate, then register (once per run or commit) as challenger, then promote to champion if asked."""
+    candidate = load_candidate(params)
+    client = _connect_to_run(candidate)
+    name = params.tracking.registered_model
+    commit = tracking.git_commit()
+    existing = _existing_version(client, name, candidate.run_id, commit)
+    if existing is not None:
+        version = str(existing.version)
+        if version == champion_version(client, name):
+            return Outcome(
+                Action.NOTHING, version, f"version {version} of {name} is already the champion: nothing to do", None
+            )
+        if existing.tags.get(registry.ROLLED_BACK_TAG) == "true":
+            raise DeployError(
+                f"version {version} of {name} (this run or commit) was rolled back, so deploy will not promote it "
+                f"again: train a new model, or run `mlops promote {version}` if you are sure"
+            )
+
+    result = run_gate(client, params, candidate)
+    if not result.verdict.passed:
+        return Outcome(Action.REFUSED, None, f"{GateRefused(result)}; registry unchanged", result)
+
+    if existing is None:
+        created = registry.register(
+            client,
+            name,
+            candidate.model_uri,
+            candidate.run_id,
+            render.version_tags(params, result, commit),
+            render.model_card(params, result, commit),
+        )
+        version, done = str(created.version), "registered"
+    else:
+        version, done = str(existing.version), "already registered"
+    if not promote:
+        message = f"version {version} of {name} {done} as {registry.CHALLENGER}"
+        return Outcome(Action.REGISTERED, version, message, result)
+    registry.promote(client, name, version)
+    return Outcome(
+        Action.PROMOTED, version, f"version {version} of {name} {done} and promoted to {registry.CHAMPION}", result
+    )
