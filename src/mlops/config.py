@@ -7,7 +7,7 @@ with one line that names the key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -103,6 +103,8 @@ class GateParams(Section):
     minimum: dict[str, float]
     maximum: dict[str, float]
     max_regression: dict[str, Annotated[float, Field(ge=0)]]
+    # "value": thresholds judged on the metric; "interval": on the worse bound of its 95% bootstrap interval.
+    thresholds_on: Literal["value", "interval"] = "value"
 
 
 class ServingParams(Section):
