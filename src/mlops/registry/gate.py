@@ -78,7 +78,7 @@ def _threshold(metric: str, rule: str, limit: float, value: float | None, interv
     minimum = rule == "minimum"
     judged = value
     if interval is not None:
-        judged = interval.low if minimum == higher_is_better(metric) else interval.high
+        judged = interval.low if minimum else interval.high
     passed = _usable(judged) and (judged >= limit if minimum else judged <= limit)
     bounds = (interval.low, interval.high) if interval is not None else None
     return Check(metric, rule, limit, value, passed, bounds)
