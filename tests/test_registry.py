@@ -23,8 +23,7 @@ from transformers import AutoModelForSequenceClassification
 from conftest import git, run, tiny_params, write_params
 from mlops import paths, stages, tracking
 from mlops.config import load_params
-from mlops.registry import deploy, registry
-from mlops.registry.deploy import GateRefused
+from mlops.registry import deploy, registry, render
 from mlops.registry.registry import RegistryError
 from servers import free_port
 
@@ -142,11 +141,12 @@ def test_promote_better_refuse_worse_and_roll_back(project: Path, store: str) ->
     # A worse model is refused with its reasons, and nothing in the registry changes.
     new_candidate(project, negate=True)
     before = snapshot(client, name)
-    with inside(project) as params, pytest.raises(GateRefused) as refused:
-        deploy.deploy(params)
-    failed = {(check.metric, check.rule) for check in refused.value.result.verdict.failures}
+    with inside(project) as params:
+        refused = deploy.deploy(params)
+    assert refused.refused and refused.version is None
+    failed = {(check.metric, check.rule) for check in refused.gate.verdict.failures}
     assert ("accuracy", "no regression") in failed
-    assert "accuracy" in str(refused.value) and "breaks no regression" in str(refused.value)
+    assert "accuracy" in refused.message and "breaks no regression" in refused.message
     assert snapshot(client, name) == before
 
     # Rollback restores the previous champion; a second rollback has nothing to restore.
@@ -163,7 +163,7 @@ def test_registered_version_carries_lineage_and_card_and_champion_predicts(proje
     with inside(project) as params:
         outcome = deploy.deploy(params)
         commit = tracking.git_commit()
-        params_hash = deploy.params_hash(params)
+        params_hash = render.params_hash(params)
     version = MlflowClient(store).get_model_version(name, outcome.version)
     assert version.run_id == run_id
     assert version.tags["git_commit"] == commit

@@ -86,9 +86,10 @@ SummaryOption = Annotated[
 def gate(params: ParamsOption = DEFAULT_PARAMS) -> None:
     """Judge the workspace's model against the thresholds and the champion, re-scored on the same test split."""
     from mlops.registry import deploy as deploy_lib
+    from mlops.registry import render
 
     result = deploy_lib.gate(load_params(params))
-    typer.echo(deploy_lib.gate_table(result))
+    typer.echo(render.gate_table(result))
     if not result.verdict.passed:
         raise deploy_lib.GateRefused(result)
     typer.echo("the gate passed")
@@ -96,21 +97,18 @@ def gate(params: ParamsOption = DEFAULT_PARAMS) -> None:
 
 def _deploy(params: Path, promote: bool, summary: Path | None) -> None:
     from mlops.registry import deploy as deploy_lib
+    from mlops.registry import render
 
-    try:
-        outcome = deploy_lib.deploy(load_params(params), promote=promote)
-    except deploy_lib.GateRefused as refused:
-        typer.echo(deploy_lib.gate_table(refused.result))
-        if summary:
-            with summary.open("a") as file:
-                file.write(deploy_lib.summary_markdown(refused.result, f"**Refused**: {refused}; registry unchanged."))
-        raise
+    outcome = deploy_lib.deploy(load_params(params), promote=promote)
     if outcome.gate is not None:
-        typer.echo(deploy_lib.gate_table(outcome.gate))
-    typer.echo(outcome.message)
+        typer.echo(render.gate_table(outcome.gate))
     if summary:
+        headline = f"**Refused**: {outcome.message}." if outcome.refused else outcome.message
         with summary.open("a") as file:
-            file.write(deploy_lib.summary_markdown(outcome.gate, outcome.message))
+            file.write(render.summary_markdown(outcome.gate, headline))
+    if outcome.refused:
+        raise deploy_lib.GateRefused(outcome.gate)
+    typer.echo(outcome.message)
 
 
 @app.command()

@@ -9,12 +9,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 from mlops import predictions as predictions_lib
 from mlops import tracking
 from mlops.config import Params
+from mlops.contract import Classifier
 from mlops.dotted import numeric_leaves
 from mlops.ml import evaluate as evaluate_lib
 from mlops.ml import train as train_lib
@@ -112,3 +114,13 @@ def evaluate(params: Params) -> dict:
     if not tracking.log_evaluation(params, run["run_id"], numbers, EVALUATE_DIR):
         log.warning("MLflow run %s is not in %s: evaluation not tracked", run["run_id"], tracking.tracking_uri())
     return metrics
+
+
+def score_on_test_split(classifier: Classifier, params: Params) -> tuple[dict, np.ndarray]:
+    """The classification metrics and per-example probabilities of any classifier on the current test split,
+    with the metric code `evaluate` uses: how deploy scores the champion beside the candidate."""
+    torch.set_num_threads(params.threads)
+    test = load_splits(params.data, params.seed).test
+    y_true = encode_labels(test["label"], params.data.labels)
+    probabilities = classifier.predict_proba(test["text"].tolist())
+    return evaluate_lib.classification_metrics(y_true, probabilities, params.data.labels), probabilities

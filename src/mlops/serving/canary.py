@@ -97,17 +97,31 @@ def with_window(params: CanaryParams, window: str | None) -> CanaryParams:
         raise CanaryError(f"--window {window!r} is not a duration like 90s, 10m or 1h: fix the option") from None
 
 
-def queries(window: str) -> dict[str, str]:
-    """The PromQL behind each statistic, every result grouped by variant."""
+def queries(window: str, by: str = "variant", matchers: str = "") -> dict[str, str]:
+    """The PromQL behind each statistic, grouped by the label ``by``, over the series that ``matchers`` select.
+
+    `mlops canary analyze` groups by variant (champion and challenger models in one server); the Kubernetes
+    image canary (deploy/k8s) selects new or stable pods by their pod-template hash and groups by nothing.
+    """
+
+    def series(metric: str, labels: str = "") -> str:
+        selected = ",".join(part for part in (labels, matchers) if part)
+        return f"{metric}{{{selected}}}" if selected else metric
+
+    requests, errors = series("mlops_requests_total"), series("mlops_requests_total", 'status=~"5.."')
+    feedback, correct = series("mlops_feedback_total"), series("mlops_feedback_total", 'correct="true"')
+    latency_by = ", ".join(part for part in (by, "le") if part)
     return {
-        "requests": f"sum by (variant) (increase(mlops_requests_total[{window}]))",
-        "errors": f'sum by (variant) (increase(mlops_requests_total{{status=~"5.."}}[{window}]))',
+        "requests": f"sum by ({by}) (increase({requests}[{window}]))",
+        "errors": f"sum by ({by}) (increase({errors}[{window}]))",
         "latency_p99_s": (
-            f"histogram_quantile(0.99, sum by (variant, le) (rate(mlops_request_latency_seconds_bucket[{window}])))"
+            f"histogram_quantile(0.99, sum by ({latency_by}) "
+            f"(rate({series('mlops_request_latency_seconds_bucket')}[{window}])))"
         ),
-        "feedback": f"sum by (variant) (increase(mlops_feedback_total[{window}]))",
-        "correct": f'sum by (variant) (increase(mlops_feedback_total{{correct="true"}}[{window}]))',
-        "versions": f"max by (variant, version) (max_over_time(mlops_model_info[{window}]))",
+        "feedback": f"sum by ({by}) (increase({feedback}[{window}]))",
+        "correct": f"sum by ({by}) (increase({correct}[{window}]))",
+        "versions": f"max by ({', '.join(part for part in (by, 'version') if part)}) "
+        f"(max_over_time({series('mlops_model_info')}[{window}]))",
     }
 
 
