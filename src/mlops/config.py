@@ -93,7 +93,8 @@ class TrackingParams(Section):
 
 
 class ReportParams(Section):
-    regression_tolerance: Annotated[float, Field(ge=0)]
+    # Per headline metric: how big a significant change must be to be called a regression or improvement.
+    regression_tolerance: dict[str, Annotated[float, Field(ge=0)]]
     reproducibility_tolerance: Annotated[float, Field(ge=0)]
 
 

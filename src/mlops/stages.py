@@ -9,12 +9,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 from mlops import predictions as predictions_lib
-from mlops import tracking
+from mlops import stats, tracking
 from mlops.config import Params
 from mlops.contract import Classifier
 from mlops.dotted import numeric_leaves
@@ -116,11 +115,16 @@ def evaluate(params: Params) -> dict:
     return metrics
 
 
-def score_on_test_split(classifier: Classifier, params: Params) -> tuple[dict, np.ndarray]:
-    """The classification metrics and per-example probabilities of any classifier on the current test split,
-    with the metric code `evaluate` uses: how deploy scores the champion beside the candidate."""
+def score_on_test_split(classifier: Classifier, params: Params) -> tuple[dict, predictions_lib.Table]:
+    """The classification metrics and per-example predictions of any classifier on the current test split,
+    with the metric code and row keys `evaluate` uses: how deploy scores the champion beside the candidate."""
     torch.set_num_threads(params.threads)
     test = load_splits(params.data, params.seed).test
-    y_true = encode_labels(test["label"], params.data.labels)
+    labels = params.data.labels
+    y_true = encode_labels(test["label"], labels)
     probabilities = classifier.predict_proba(test["text"].tolist())
-    return evaluate_lib.classification_metrics(y_true, probabilities, params.data.labels), probabilities
+    predictions_lib.check_finite(probabilities, "the champion")
+    keys = predictions_lib.row_keys(test["text"].tolist())
+    scored = stats.Predictions(y_true, probabilities.argmax(axis=1), probabilities)
+    table = predictions_lib.Table(keys=keys, labels=list(labels), model=scored, baseline=None)
+    return evaluate_lib.classification_metrics(y_true, probabilities, labels), table

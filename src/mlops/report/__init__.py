@@ -1,7 +1,7 @@
 """`mlops report`: what a change did to the model, as one markdown file with its plots.
 
 diff.py gathers both sides from git and the workspace (ci_base.py: the base as CI reproduced it on main),
-uncertainty.py puts intervals on the headline changes, plots.py draws them, markdown.py writes the text.
+mlops.comparison puts intervals on the headline changes, plots.py draws them, markdown.py writes the text.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from mlops import comparison
 from mlops.config import Params
 from mlops.registry.gate import evaluate_gate
-from mlops.report import ci_base, diff, markdown, plots, uncertainty
+from mlops.report import ci_base, diff, markdown, plots
 
 
 @dataclass(frozen=True)
@@ -70,15 +71,15 @@ def write_report(params: Params, base_rev: str | None, out: Path, base_results: 
     of the committed ones when ``base_results`` holds them. Everything is computed and drawn in a staging
     directory first, so a failure leaves no partial report.
     """
-    tolerance = params.report.regression_tolerance
+    tolerances = params.report.regression_tolerance
     base, old, source = _base(base_rev, base_results, params.report.reproducibility_tolerance)
     new = diff.in_workspace()
     committed = diff.at_revision("HEAD")
     data = diff.data_diff(base.commit, old, new)
     task = diff.task_change(old, new, data) if old.metrics is not None else diff.TaskChange([], False, set())
-    headline = uncertainty.compare(old.predictions, new.predictions)
+    headline = comparison.compare(old.predictions, new.predictions)
     rows = diff.metric_rows(
-        old.metrics, new.metrics, tolerance, headline.differences, task.labels if task.relabelled else None
+        old.metrics, new.metrics, tolerances, headline.differences, task.labels if task.relabelled else None
     )
     skip = f"the base is another task or test set ({'; '.join(task.reasons)})" if task.changed else None
     verdict = evaluate_gate(new.metrics, old.metrics, params.gate, headline.differences, headline.intervals, skip)
@@ -94,7 +95,7 @@ def write_report(params: Params, base_rev: str | None, out: Path, base_results: 
             base_snapshot=old,
             new_snapshot=new,
             labels=params.data.labels,
-            tolerance=tolerance,
+            tolerances=tolerances,
             rows=rows,
             verdict=verdict,
             params=diff.param_changes(old.params, new.params),

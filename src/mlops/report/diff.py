@@ -224,15 +224,16 @@ def _worse_by_value(before: float, after: float | None, higher_is_better: bool, 
 def metric_rows(
     base: dict | None,
     new: dict,
-    tolerance: float,
+    tolerances: dict[str, float],
     differences: dict[str, stats.Difference] | None = None,
     dropped_labels: set[str] | None = None,
 ) -> list[MetricRow]:
     """Every quality metric of either side, the workspace's order first.
 
     Only the model's headline metrics get a verdict: with ``differences`` (their 95% intervals) a regression must
-    be significant and beyond the tolerance; without, it is judged by value. Other metrics (per class, slices,
-    size) are shown with their change and no verdict: a fixed tolerance on them flags noise. ``dropped_labels``:
+    be significant and beyond its tolerance (0 where none is given); without, it is judged by value. Other
+    metrics (per class, slices, size) are shown with their change and no verdict: a fixed tolerance on them flags
+    noise. ``dropped_labels``:
     labels whose per-class base metrics no longer apply (the task changed); nothing is judged then.
     """
     differences = differences or {}
@@ -242,7 +243,7 @@ def metric_rows(
     rows = []
     for name in [*new_flat, *(key for key in base_flat if key not in new_flat)]:
         before, after = base_flat.get(name), new_flat.get(name)
-        better_up = higher_is_better(name)
+        better_up, tolerance = higher_is_better(name), tolerances.get(name, 0.0)
         judged = name in METRICS.headline and before is not None and dropped_labels is None
         difference, verdict, flagged = differences.get(name), None, False
         if judged and difference is not None and after is not None and math.isfinite(before) and math.isfinite(after):

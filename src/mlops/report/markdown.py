@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 
 from mlops import stats
+from mlops.comparison import Headline
 from mlops.ml.spec import BASELINE_NAME, METRICS
 from mlops.registry.gate import Verdict
 from mlops.report import plots
@@ -21,7 +22,6 @@ from mlops.report.diff import (
     Snapshot,
     TaskChange,
 )
-from mlops.report.uncertainty import Headline
 
 REPRODUCIBILITY_MARKS = {
     "identical": "✅ reproduced: identical",
@@ -43,7 +43,7 @@ class Content:
     base_snapshot: Snapshot
     new_snapshot: Snapshot
     labels: list[str]
-    tolerance: float
+    tolerances: dict[str, float]  # report.regression_tolerance
     rows: list[MetricRow]
     verdict: Verdict
     params: list[ParamChange]
@@ -166,8 +166,7 @@ def _summary(content: Content) -> list[str]:
         ]
     lines += [
         f"- **Gate preview:** {gate}",
-        f"- **Significant regressions beyond {content.tolerance:g}:** "
-        + (", ".join(f"`{name}`" for name in regressions) if regressions else "none"),
+        "- **Significant regressions:** " + (", ".join(f"`{name}`" for name in regressions) if regressions else "none"),
         *([comparison] if comparison else []),
         f"- **Reproducibility:** {REPRODUCIBILITY_MARKS[content.reproducibility.status]}: "
         f"{content.reproducibility.detail}",
@@ -192,6 +191,10 @@ def _summary(content: Content) -> list[str]:
     return lines
 
 
+def _tolerances(content: Content) -> str:
+    return ", ".join(f"{name} {content.tolerances.get(name, 0.0):g}" for name in METRICS.headline)
+
+
 def _metrics(content: Content) -> list[str]:
     rows = [
         [f"`{row.name}`", _value(row.base), _value(row.new), _change(row), _interval(row), _note(row)]
@@ -208,7 +211,7 @@ def _metrics(content: Content) -> list[str]:
         "",
         "▲/▼ is the direction of the change, 🟢 better and 🔴 worse for that metric. Only the model's headline "
         "metrics get a verdict: a significant regression or improvement when the 95% bootstrap interval of the "
-        f"change excludes 0 and the change is beyond `report.regression_tolerance` ({content.tolerance:g}), "
+        f"change excludes 0 and the change is beyond `report.regression_tolerance` ({_tolerances(content)}), "
         "otherwise within noise. The other metrics (per class, slices, size) are shown without a verdict: they are "
         f"noisier, and the gate checks size and latency. `baseline.*` is the {BASELINE_NAME} model trained on the "
         "same split.",

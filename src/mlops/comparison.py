@@ -1,7 +1,8 @@
-"""The headline metrics' changes with their 95% bootstrap intervals, from both sides' per-row predictions.
+"""The headline metrics' changes with their 95% bootstrap intervals, from two models' per-row predictions.
 
-Paired (resampled together) when base and workspace scored the same test rows, unpaired when the rows differ;
-no intervals, with the reason, when a side has no usable predictions or the labels differ.
+The report compares the workspace with the base, deploy the candidate with the champion re-scored on the same
+split. Paired (resampled together) when both scored the same test rows, unpaired when the rows differ; no
+intervals, with the reason, when a side has no usable predictions or the labels differ.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ class Headline:
     unscored: list[str] = field(default_factory=list)  # headline metrics that declare no scorer
 
 
-def _table(text: str | None, who: str) -> tuple[Table | None, str | None]:
+def _table(text: Table | str | None, who: str) -> tuple[Table | None, str | None]:
+    if isinstance(text, Table):
+        return text, None
     if text is None:
         return None, f"{who} has no `{PREDICTIONS_FILE}`"
     try:
@@ -39,18 +42,19 @@ def _scorers() -> tuple[dict[str, stats.Scorer], list[str]]:
     return {spec.name: spec.scorer for spec in specs if spec.scorer}, [spec.name for spec in specs if not spec.scorer]
 
 
-def compare(base_text: str | None, new_text: str | None) -> Headline:
+def compare(base_text: Table | str | None, new_text: Table | str | None, base_name: str = "the base") -> Headline:
+    """``new`` against ``base``: each a predictions file's text, a parsed Table, or None (not available)."""
     scorers, unscored = _scorers()
     new, why_not = _table(new_text, "the workspace")
     if new is None:
         return Headline(note=why_not, unscored=unscored)
     intervals = {name: stats.interval(scorer, new.model) for name, scorer in scorers.items()}
-    base, why_not = _table(base_text, "the base")
+    base, why_not = _table(base_text, base_name)
     if base is None:
         return Headline(intervals=intervals, note=why_not, unscored=unscored)
     pairing = pair(base, new)
     if pairing is None:
-        note = f"the base's predictions are for other labels ({', '.join(base.labels)})"
+        note = f"{base_name}'s predictions are for other labels ({', '.join(base.labels)})"
         return Headline(intervals=intervals, note=note, unscored=unscored)
     difference = stats.paired_difference if pairing.paired else stats.unpaired_difference
     return Headline(
