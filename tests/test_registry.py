@@ -147,8 +147,8 @@ def test_promote_better_refuse_worse_and_roll_back(project: Path, store: str) ->
         refused = deploy.deploy(params)
     assert refused.refused and refused.version is None
     failed = {(check.metric, check.rule) for check in refused.gate.verdict.failures}
-    assert ("accuracy", "no regression") in failed
-    assert "accuracy" in refused.message and "breaks no regression" in refused.message
+    assert ("accuracy", "no significant regression") in failed
+    assert "accuracy" in refused.message and "breaks no significant regression" in refused.message
     assert snapshot(client, name) == before
 
     # Rollback restores the previous champion; a second rollback has nothing to restore.

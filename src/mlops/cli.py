@@ -59,12 +59,20 @@ def report(
     out: Annotated[Path, typer.Option("--out", help="The markdown file; PNG plots are written beside it.")] = Path(
         "report/report.md"
     ),
+    base_results: Annotated[
+        Path | None,
+        typer.Option(
+            "--base-results",
+            help="Folder with CI's `pipeline-results` for main (evaluate/, dvc.lock, source.json): the base's "
+            "results instead of the committed ones; missing or empty falls back to the committed files, with a note.",
+        ),
+    ] = None,
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """Write a markdown report comparing the workspace's pipeline results with a base revision."""
     from mlops.report import write_report
 
-    written = write_report(load_params(params), base, out)
+    written = write_report(load_params(params), base, out, base_results)
     typer.echo(f"wrote {written.report} and {len(written.images)} plots, compared with {written.base.how}")
 
 

@@ -11,7 +11,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -113,7 +113,8 @@ class TrackingParams(Section):
 
 
 class ReportParams(Section):
-    regression_tolerance: Annotated[float, Field(ge=0)]
+    # Per headline metric: how big a significant change must be to be called a regression or improvement.
+    regression_tolerance: dict[str, Annotated[float, Field(ge=0)]]
     reproducibility_tolerance: Annotated[float, Field(ge=0)]
 
 
@@ -123,6 +124,8 @@ class GateParams(Section):
     minimum: dict[str, float]
     maximum: dict[str, float]
     max_regression: dict[str, Annotated[float, Field(ge=0)]]
+    # "value": thresholds judged on the metric; "interval": on the worse bound of its 95% bootstrap interval.
+    thresholds_on: Literal["value", "interval"] = "value"
 
 
 class ServingParams(Section):

@@ -163,8 +163,8 @@ def latency_ms(classifier: Classifier, texts: list[str], requests: int) -> dict[
     return {"latency_p50_ms": float(np.percentile(timings, 50)), "latency_p95_ms": float(np.percentile(timings, 95))}
 
 
-def baseline_metrics(splits: Splits, labels: list[str], params: EvaluateParams) -> dict:
-    """TF-IDF and logistic regression on the same splits: what the transformer has to beat."""
+def baseline(splits: Splits, labels: list[str], params: EvaluateParams) -> tuple[dict, np.ndarray]:
+    """TF-IDF and logistic regression on the same splits (what the model has to beat): metrics, test probabilities."""
     pipeline = make_pipeline(
         TfidfVectorizer(
             ngram_range=(1, params.baseline_ngram_max),
@@ -176,4 +176,4 @@ def baseline_metrics(splits: Splits, labels: list[str], params: EvaluateParams) 
     pipeline.fit(splits.train["text"], encode_labels(splits.train["label"], labels))
     probabilities = pipeline.predict_proba(splits.test["text"])
     metrics = classification_metrics(encode_labels(splits.test["label"], labels), probabilities, labels)
-    return {key: value for key, value in metrics.items() if key != "per_class"}
+    return {key: value for key, value in metrics.items() if key != "per_class"}, probabilities

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mlops.config import Params
 from mlops.errors import MlopsError
-from mlops.paths import METRICS_FILE, RUN_FILE
+from mlops.paths import METRICS_FILE, PREDICTIONS_FILE, RUN_FILE
 from mlops.registry.gate import metric_value
 
 
@@ -22,6 +22,7 @@ class Candidate:
     run_id: str
     model_uri: str
     metrics: dict
+    predictions: str | None  # evaluate/predictions.csv; None where evaluate predates it (no intervals then)
 
 
 def _read_json(path: Path, produced_by: str) -> dict:
@@ -51,4 +52,5 @@ def load_candidate(params: Params) -> Candidate:
                 f"{METRICS_FILE}: metric {metric!r} is {state}, so the gate cannot judge the model: "
                 "rerun `dvc repro evaluate`, or remove the metric from gate in params.yaml"
             )
-    return Candidate(run_id=str(run["run_id"]), model_uri=str(run["model_uri"]), metrics=metrics)
+    predictions = PREDICTIONS_FILE.read_text() if PREDICTIONS_FILE.is_file() else None
+    return Candidate(str(run["run_id"]), str(run["model_uri"]), metrics, predictions)

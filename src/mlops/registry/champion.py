@@ -1,7 +1,7 @@
-"""The champion's metrics on the current test split, for the gate's "no regression" checks.
+"""The champion's metrics and per-row predictions on the current test split, for the gate's regression checks.
 
 The champion is loaded from the registry and scored by `mlops.stages.score_on_test_split`, the evaluate stage's
-own code, so candidate and champion are compared on the same rows with the same metric code.
+own code, so candidate and champion are compared on the same rows with the same metric code (paired intervals).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from mlflow.exceptions import MlflowException
 
 from mlops import tracking
 from mlops.config import Params
+from mlops.predictions import Table
 from mlops.registry import registry
 from mlops.registry.candidate import DeployError
 
@@ -35,7 +36,7 @@ def champion_version(client: MlflowClient, name: str) -> str | None:
         return None
 
 
-def _score(model_uri: str, params: Params) -> dict:
+def _score(model_uri: str, params: Params) -> tuple[dict, Table]:
     from mlops.stages import score_on_test_split  # torch and the data: only when there is a champion to score
 
     try:
@@ -50,13 +51,14 @@ def _score(model_uri: str, params: Params) -> dict:
             f"{model_uri} predicts the labels {classifier.labels} but data.labels is {params.data.labels}: "
             "a champion with other labels cannot be compared; promote a version by hand with `mlops promote`"
         )
-    metrics, _ = score_on_test_split(classifier, params)
-    return metrics
+    return score_on_test_split(classifier, params)
 
 
-def champion_metrics(client: MlflowClient, params: Params, version: str) -> dict:
-    """What the champion logged at its evaluation, overridden by its scores on today's test split."""
+def champion_scores(client: MlflowClient, params: Params, version: str) -> tuple[dict, Table]:
+    """What the champion logged at its evaluation, overridden by its scores on today's test split; and its
+    predictions on those rows."""
     name = params.tracking.registered_model
     run_id = client.get_model_version(name, version).run_id
     logged = _nested(client.get_run(run_id).data.metrics) if run_id else {}
-    return {**logged, **_score(f"models:/{name}/{version}", params)}
+    scored, predictions = _score(f"models:/{name}/{version}", params)
+    return {**logged, **scored}, predictions

@@ -15,13 +15,13 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from mlops import tracking
+from mlops import comparison, tracking
 from mlops.config import Params
 from mlops.errors import MlopsError
 from mlops.paths import RUN_FILE
 from mlops.registry import registry, render
 from mlops.registry.candidate import Candidate, DeployError, load_candidate
-from mlops.registry.champion import champion_metrics, champion_version
+from mlops.registry.champion import champion_scores, champion_version
 from mlops.registry.gate import Verdict, evaluate_gate
 
 
@@ -39,6 +39,7 @@ class GateResult:
     candidate: dict
     champion: dict | None
     champion_version: str | None
+    headline: comparison.Headline  # the candidate's intervals, and its changes against the champion's
 
 
 class Action(StrEnum):
@@ -61,13 +62,17 @@ class Outcome:
 
 
 def run_gate(client: MlflowClient, params: Params, candidate: Candidate) -> GateResult:
-    """The gate verdict: absolute thresholds, and no regression against the champion on the same test split."""
+    """The gate verdict: absolute thresholds, and no significant regression against the champion, both scored on
+    the same test rows (paired bootstrap intervals from the candidate's evaluate/predictions.csv)."""
     version = champion_version(client, params.tracking.registered_model)
     if version is None:
-        return GateResult(evaluate_gate(candidate.metrics, None, params.gate), candidate.metrics, None, None)
-    champion = champion_metrics(client, params, version)
-    verdict = evaluate_gate(candidate.metrics, champion, params.gate)
-    return GateResult(verdict, candidate.metrics, champion, version)
+        headline = comparison.compare(None, candidate.predictions)
+        verdict = evaluate_gate(candidate.metrics, None, params.gate, intervals=headline.intervals)
+        return GateResult(verdict, candidate.metrics, None, None, headline)
+    champion, champion_predictions = champion_scores(client, params, version)
+    headline = comparison.compare(champion_predictions, candidate.predictions, base_name="the champion")
+    verdict = evaluate_gate(candidate.metrics, champion, params.gate, headline.differences, headline.intervals)
+    return GateResult(verdict, candidate.metrics, champion, version, headline)
 
 
 def _connect_to_run(candidate: Candidate) -> MlflowClient:

@@ -45,19 +45,29 @@ def _cell(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def _bounds(interval: tuple[float, float] | None, signed: bool = False) -> str:
+    if interval is None:
+        return "-"
+    low, high = interval
+    return f"{low:+.4f} to {high:+.4f}" if signed else f"{low:.4f} to {high:.4f}"
+
+
 def gate_table(result: GateResult) -> str:
-    """The checks as a Markdown table (what the CLI prints and the job summary shows)."""
+    """The checks as a Markdown table (what the CLI prints and the job summary shows), with the 95% interval each
+    check looked at: the change against the champion for regressions, the candidate's own for thresholds."""
     rows = [
-        "| metric | rule | limit | candidate | champion | result |",
-        "|---|---|---|---|---|---|",
+        "| metric | rule | limit | candidate | champion | 95% interval | result |",
+        "|---|---|---|---|---|---|---|",
     ]
     for check in result.verdict.checks:
         champion = metric_value(result.champion, check.metric) if result.champion else None
+        interval = _bounds(check.interval, signed=check.rule == "no significant regression")
         rows.append(
             f"| {check.metric} | {check.rule} | {check.limit:.4g} | {_cell(check.value)} | {_cell(champion)} "
-            f"| {'pass' if check.passed else '**FAIL**'} |"
+            f"| {interval} | {'pass' if check.passed else '**FAIL**'} |"
         )
-    return "\n".join(rows)
+    note = result.headline.note if result.champion is not None else None
+    return "\n".join(rows) + (f"\n\nNo paired intervals against the champion: {note}." if note else "")
 
 
 def model_card(params: Params, result: GateResult, commit: str) -> str:
@@ -66,13 +76,21 @@ def model_card(params: Params, result: GateResult, commit: str) -> str:
     baseline = metrics.get("baseline", {})
     samples = metrics.get("samples", {})
     previous = f"champion v{result.champion_version}" if result.champion_version else "previous champion (none)"
-    rows = [f"| metric | this model | baseline ({BASELINE_NAME}) | {previous} |", "|---|---|---|---|"]
+    rows = [
+        f"| metric | this model | 95% interval | baseline ({BASELINE_NAME}) | {previous} | change (95% interval) |",
+        "|---|---|---|---|---|---|",
+    ]
+    headline = result.headline
     for metric in METRICS.on_card:
         direction = "higher" if higher_is_better(metric) else "lower"
         champion = metric_value(result.champion, metric) if result.champion else None
+        interval = headline.intervals.get(metric)
+        difference = headline.differences.get(metric)
+        change = f"{difference.change:+.4f} ({difference.low:+.4f} to {difference.high:+.4f})" if difference else "-"
         rows.append(
             f"| {metric} ({direction} is better) | {_cell(metric_value(metrics, metric))} "
-            f"| {_cell(metric_value(baseline, metric))} | {_cell(champion)} |"
+            f"| {_bounds((interval.low, interval.high) if interval else None)} "
+            f"| {_cell(metric_value(baseline, metric))} | {_cell(champion)} | {change} |"
         )
     split_sizes = ", ".join(f"{split} {counts.get('rows', '?')}" for split, counts in samples.items())
     prose = CARD_TEMPLATE.read_text().format(
@@ -91,7 +109,8 @@ def model_card(params: Params, result: GateResult, commit: str) -> str:
             + f"; rows: {split_sizes or 'unknown'}.",
             f"Trained at commit `{commit}` with params hash `{params_hash(params)}`.",
             "",
-            "**Metrics** on the test split:",
+            "**Metrics** on the test split, with 95% bootstrap intervals over its rows (the change against the "
+            "champion is paired: both models scored on the same rows):",
             "",
             *rows,
             "",
