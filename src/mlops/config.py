@@ -105,6 +105,10 @@ class GateParams(Section):
     max_regression: dict[str, Annotated[float, Field(ge=0)]]
 
 
+class ReproducibilityParams(Section):
+    pin_cpu_kernels: bool
+
+
 class ServingParams(Section):
     challenger_share: Share
     shadow: bool
@@ -128,6 +132,7 @@ class CanaryParams(Section):
 class Params(Section):
     seed: int
     threads: PositiveInt
+    reproducibility: ReproducibilityParams
     data: DataParams
     model: ModelParams
     train: TrainParams
