@@ -85,9 +85,11 @@ SummaryOption = Annotated[
 @app.command()
 def gate(params: ParamsOption = DEFAULT_PARAMS) -> None:
     """Judge the workspace's model against the thresholds and the champion, re-scored on the same test split."""
+    settings = load_params(params)
+    determinism.pin_kernels(settings.reproducibility)  # the champion is re-scored as evaluate scored the candidate
     from mlops.registry import deploy as deploy_lib
 
-    result = deploy_lib.gate(load_params(params))
+    result = deploy_lib.gate(settings)
     typer.echo(deploy_lib.gate_table(result))
     if not result.verdict.passed:
         raise deploy_lib.GateRefused(result)
@@ -95,10 +97,12 @@ def gate(params: ParamsOption = DEFAULT_PARAMS) -> None:
 
 
 def _deploy(params: Path, promote: bool, summary: Path | None) -> None:
+    settings = load_params(params)
+    determinism.pin_kernels(settings.reproducibility)
     from mlops.registry import deploy as deploy_lib
 
     try:
-        outcome = deploy_lib.deploy(load_params(params), promote=promote)
+        outcome = deploy_lib.deploy(settings, promote=promote)
     except deploy_lib.GateRefused as refused:
         typer.echo(deploy_lib.gate_table(refused.result))
         if summary:
