@@ -6,11 +6,12 @@ runner and a colleague's machine gives three sets of weights. Each library reads
 once, when it loads: `pin_kernels` must run before torch is imported, which is why the CLI calls it before it
 imports the stages. `confirm_pinned` then checks, from inside the process, that the pins took.
 
-The level is AVX2 (with FMA): every x86-64 CPU sold in the last decade has it, it costs about 1.3x the unpinned
-training time (SSE4.1 costs 2.4x). oneMKL's AVX2 branch promises identical results on Intel CPUs only, so
-oneMKL is held to its COMPATIBLE branch, the one it promises on Intel and AMD alike (GitHub's runners are
-often AMD). A CPU without AVX2 is refused with a clear error. Other architectures (ARM, Apple silicon) have
-no such pins: their runs repeat on the same kind of machine, and differ slightly from x86-64 ones.
+The level is AVX2 (with FMA): every x86-64 CPU sold in the last decade has it, and it costs 1.1 to 1.3 times
+the unpinned training time (SSE4.1 costs 2.4x; bench/bench_determinism.py). oneMKL's AVX2 branch promises
+identical results on Intel CPUs only, so oneMKL is held to its COMPATIBLE branch, the one it promises on Intel
+and AMD alike (GitHub's runners are often AMD). A CPU without AVX2 is refused with a clear error. Other
+architectures (ARM, Apple silicon) have no such pins: their runs repeat on the same kind of machine, and
+differ slightly from x86-64 ones.
 """
 
 from __future__ import annotations
