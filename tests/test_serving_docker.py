@@ -40,7 +40,7 @@ def test_the_image_runs_mlops_serve_as_a_non_root_user_with_a_healthcheck() -> N
     assert json.loads(cmd)[json.loads(cmd).index("--port") + 1] == port
     [healthcheck] = instructions("HEALTHCHECK")
     assert f"http://127.0.0.1:{port}/healthz" in healthcheck
-    torch = re.search(r"TORCH_VERSION\s*\?=\s*(\S+)", (REPO_ROOT / "Makefile").read_text())[1]
+    torch = re.search(r"^torch==(\S+)", (REPO_ROOT / "requirements.in").read_text(), re.MULTILINE)[1]
     assert f"ARG TORCH_VERSION={torch}" in DOCKERFILE
     assert "download.pytorch.org/whl/cpu" in DOCKERFILE
 

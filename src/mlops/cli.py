@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated
 
 import typer
 
-from mlops.config import DEFAULT_PARAMS, load_params
+from mlops import determinism
+from mlops.config import DEFAULT_PARAMS, Params, load_params
 from mlops.errors import MlopsError, UsageError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -22,13 +24,20 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
+def _stages(settings: Params) -> ModuleType:
+    """The stages module, imported (with torch) only after the CPU kernels are pinned."""
+    determinism.pin_kernels(settings.reproducibility)
+    from mlops import stages
+
+    determinism.confirm_pinned(settings.reproducibility)
+    return stages
+
+
 @app.command()
 def train(params: ParamsOption = DEFAULT_PARAMS) -> None:
     """Train the model on the train split and track the run in MLflow (DVC stage `train`)."""
     settings = load_params(params)
-    from mlops import stages
-
-    run = stages.train(settings)
+    run = _stages(settings).train(settings)
     typer.echo(f"MLflow run {run.run_id}: model logged at {run.model_uri}")
 
 
@@ -36,10 +45,9 @@ def train(params: ParamsOption = DEFAULT_PARAMS) -> None:
 def evaluate(params: ParamsOption = DEFAULT_PARAMS) -> None:
     """Score the model and the baseline on the test split into evaluate/ (DVC stage `evaluate`)."""
     settings = load_params(params)
-    from mlops import stages
+    metrics = _stages(settings).evaluate(settings)
     from mlops.ml.spec import METRICS
 
-    metrics = stages.evaluate(settings)
     baseline = metrics.get("baseline", {})
     typer.echo(
         ", ".join(
@@ -99,10 +107,12 @@ SummaryOption = Annotated[
 @app.command()
 def gate(params: ParamsOption = DEFAULT_PARAMS) -> None:
     """Judge the workspace's model against the thresholds and the champion, re-scored on the same test split."""
+    settings = load_params(params)
+    determinism.pin_kernels(settings.reproducibility)  # the champion is re-scored as evaluate scored the candidate
     from mlops.registry import deploy as deploy_lib
     from mlops.registry import render
 
-    result = deploy_lib.gate(load_params(params))
+    result = deploy_lib.gate(settings)
     typer.echo(render.gate_table(result))
     if not result.verdict.passed:
         raise deploy_lib.GateRefused(result)
@@ -110,10 +120,12 @@ def gate(params: ParamsOption = DEFAULT_PARAMS) -> None:
 
 
 def _deploy(params: Path, promote: bool, summary: Path | None) -> None:
+    settings = load_params(params)
+    determinism.pin_kernels(settings.reproducibility)
     from mlops.registry import deploy as deploy_lib
     from mlops.registry import render
 
-    outcome = deploy_lib.deploy(load_params(params), promote=promote)
+    outcome = deploy_lib.deploy(settings, promote=promote)
     if outcome.gate is not None:
         typer.echo(render.gate_table(outcome.gate))
     if summary:

@@ -128,6 +128,10 @@ class GateParams(Section):
     thresholds_on: Literal["value", "interval"] = "value"
 
 
+class ReproducibilityParams(Section):
+    pin_cpu_kernels: bool
+
+
 class ServingParams(Section):
     challenger_share: Share
     shadow: bool
@@ -151,6 +155,7 @@ class CanaryParams(Section):
 class Params(Section):
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)]  # numpy's seed range
     threads: PositiveInt
+    reproducibility: ReproducibilityParams
     data: DataParams
     model: ModelParams
     train: TrainParams
