@@ -117,7 +117,7 @@ def test_apply_refuses_when_the_registry_challenger_is_not_the_version_served(tm
     client.set_registered_model_alias("model", registry.CHALLENGER, "3")
     analysis = decide(stats(versions=("2",)))
     with pytest.raises(canary.CanaryError, match="challenger for 'model' is version 3 but the server served version 2"):
-        canary.apply(analysis, client, "model")
+        canary.apply(analysis, client, "model", "the test")
     assert registry.aliases(client, "model") == {"champion": "1", "challenger": "3"}
 
 
@@ -199,10 +199,14 @@ def test_hold_then_roll_back_then_promote_against_a_live_server(pipeline_project
     logged = json.loads((pipeline_project / "models" / "run.json").read_text())
     registry_client = MlflowClient(store)
     for description in ("the champion", "the challenger"):
-        version = registry.register(registry_client, name, logged["model_uri"], logged["run_id"], {}, description)
+        version = registry.register(
+            registry_client, name, logged["model_uri"], logged["run_id"], {}, description, "the test"
+        )
         if description == "the champion":
-            registry.promote(registry_client, name, version.version)
-    assert registry.aliases(registry_client, name) == {"champion": "1", "challenger": "2"}
+            registry.promote(registry_client, name, version.version, "the test", "set-up")
+        else:
+            registry.start_canary(registry_client, name, version.version, "the test", "set-up")
+    assert registry.aliases(registry_client, name) == {"champion": "1", "challenger": "2", "dev": "2"}
 
     serve_env = {"MLFLOW_TRACKING_URI": store}
     with (
@@ -218,7 +222,7 @@ def test_hold_then_roll_back_then_promote_against_a_live_server(pipeline_project
         assert held.returncode == 0, held.stdout + held.stderr
         assert held.stdout.startswith(f"canary verdict over {WINDOW_SECONDS}s: HOLD (fewer than 30 requests")
         assert "hold: the registry is unchanged" in held.stdout
-        assert registry.aliases(registry_client, name) == {"champion": "1", "challenger": "2"}
+        assert registry.aliases(registry_client, name) == {"champion": "1", "challenger": "2", "dev": "2"}
 
         # Roll back: the challenger fails most requests; --apply removes its alias, exit 3.
         set_fault(server, "challenger", error_rate=0.6)
@@ -228,7 +232,7 @@ def test_hold_then_roll_back_then_promote_against_a_live_server(pipeline_project
         assert rolled_back.returncode == canary.ROLL_BACK_EXIT_CODE, rolled_back.stdout + rolled_back.stderr
         assert "ROLL BACK (the challenger is worse on error rate)" in rolled_back.stdout
         assert "removed the challenger alias from version 2" in rolled_back.stdout
-        assert registry.aliases(registry_client, name) == {"champion": "1"}
+        assert registry.aliases(registry_client, name) == {"champion": "1", "dev": "2"}
 
         # Promote: the challenger is fixed and put back; once the failures have left the window,
         # healthy traffic with feedback promotes it.
@@ -244,4 +248,4 @@ def test_hold_then_roll_back_then_promote_against_a_live_server(pipeline_project
         assert promoted.returncode == 0, promoted.stdout + promoted.stderr
         assert f"canary verdict over {WINDOW_SECONDS - 2}s: PROMOTE" in promoted.stdout
         assert "promoted version 2" in promoted.stdout
-        assert registry.aliases(registry_client, name) == {"champion": "2", "previous-champion": "1"}
+        assert registry.aliases(registry_client, name) == {"champion": "2", "previous-champion": "1", "dev": "2"}

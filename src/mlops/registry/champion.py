@@ -1,10 +1,18 @@
 """The champion's metrics on the current test split, for the gate's "no regression" checks.
 
-The champion is loaded from the registry and scored by `mlops.stages.score_on_test_split`, the evaluate stage's
-own code, so candidate and champion are compared on the same rows with the same metric code.
+A version's metrics are stored with it as a ``test_scores.KEY`` tag, KEY naming the test split (data version,
+split params) and the metric code (the source of the evaluate and data modules): deploy writes the candidate's
+evaluate/metrics.json under the current key when it registers it. When the champion has no scores under the
+current key (the data, the split or the metric code changed), it is loaded and scored by
+`mlops.stages.score_on_test_split`, the evaluate stage's own code, and the scores are stored for next time.
 """
 
 from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
@@ -26,6 +34,25 @@ def _nested(flat: dict[str, float]) -> dict:
             node = node.setdefault(part, {})
         node[leaf] = value
     return nested
+
+
+SCORES_TAG_PREFIX = "test_scores."
+# The code that decides which rows are the test split and what a metric means.
+SCORING_MODULES = ("mlops.ml.data", "mlops.ml.evaluate")
+
+
+def scores_tag(params: Params) -> str:
+    """The tag under which a version's metrics on today's test split, with today's metric code, are stored."""
+    code = hashlib.sha256()
+    for module in SCORING_MODULES:
+        code.update(Path(importlib.util.find_spec(module).origin).read_bytes())
+    split = {
+        "data_version": tracking.data_version(),
+        "data": params.data.model_dump(mode="json"),
+        "seed": params.seed,
+        "code": code.hexdigest(),
+    }
+    return SCORES_TAG_PREFIX + hashlib.sha256(json.dumps(split, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def champion_version(client: MlflowClient, name: str) -> str | None:
@@ -55,8 +82,15 @@ def _score(model_uri: str, params: Params) -> dict:
 
 
 def champion_metrics(client: MlflowClient, params: Params, version: str) -> dict:
-    """What the champion logged at its evaluation, overridden by its scores on today's test split."""
+    """What the champion logged at its evaluation, overridden by its scores on today's test split (stored with
+    the version, or scored now and stored)."""
     name = params.tracking.registered_model
-    run_id = client.get_model_version(name, version).run_id
-    logged = _nested(client.get_run(run_id).data.metrics) if run_id else {}
-    return {**logged, **_score(f"models:/{name}/{version}", params)}
+    found = client.get_model_version(name, version)
+    logged = _nested(client.get_run(found.run_id).data.metrics) if found.run_id else {}
+    tag = scores_tag(params)
+    stored = found.tags.get(tag)
+    if stored is not None:
+        return {**logged, **json.loads(stored)}
+    scored = _score(f"models:/{name}/{version}", params)
+    client.set_model_version_tag(name, version, tag, json.dumps(scored))
+    return {**logged, **scored}
