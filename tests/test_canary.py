@@ -17,7 +17,7 @@ from mlops.config import CanaryParams
 from mlops.registry import registry
 from mlops.serving import canary
 from mlops.serving.canary import Decision, VariantStats
-from monitoring_stack import REVIEWS, mlops_serve, needs_prometheus, prometheus, query, set_fault, wait_for
+from monitoring_stack import FeedbackClient, mlops_serve, needs_prometheus, prometheus, query, set_fault, wait_for
 from servers import free_port
 
 PARAMS = CanaryParams(
@@ -155,28 +155,7 @@ LIVE_PARAMS = {
 }
 
 
-class Client:
-    """Drives `mlops serve` like its users: predictions, and the true label for each answered one."""
-
-    def __init__(self, server: str) -> None:
-        self.server = server
-        self.http = httpx.Client(timeout=30)
-        self.sent = 0
-
-    def predict_and_confirm(self, requests: int) -> None:
-        """``requests`` predictions with feedback confirming each answered one (so accuracy is 100%)."""
-        for _ in range(requests):
-            self.sent += 1
-            text = REVIEWS[self.sent % len(REVIEWS)]
-            response = self.http.post(f"{self.server}/predict", json={"text": text, "key": f"user-{self.sent}"})
-            if response.status_code == 200:
-                answer = response.json()
-                label = answer["predictions"][0]["label"]
-                feedback = {"request_id": answer["request_id"], "label": label}
-                self.http.post(f"{self.server}/feedback", json=feedback).raise_for_status()
-
-
-def scraped_all(prometheus_url: str, client: Client) -> bool:
+def scraped_all(prometheus_url: str, client: FeedbackClient) -> bool:
     """Prometheus has scraped every request sent so far."""
     result = query(prometheus_url, "sum(mlops_requests_total)")
     return bool(result) and float(result[0]["value"][1]) >= client.sent
@@ -213,7 +192,7 @@ def test_hold_then_roll_back_then_promote_against_a_live_server(pipeline_project
         mlops_serve(tmp_path, tmp_path / "params.yaml", env=serve_env) as server,
         prometheus(tmp_path, server.removeprefix("http://")) as prometheus_url,
     ):
-        client = Client(server)
+        client = FeedbackClient(server)
 
         # Hold: a handful of requests is no evidence; --apply leaves the registry alone.
         client.predict_and_confirm(6)
