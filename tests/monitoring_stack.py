@@ -243,6 +243,27 @@ SAMPLE_TEXTS = [
 ]
 
 
+class FeedbackClient:
+    """Drives `mlops serve` like its users: predictions, and the true label for each answered one."""
+
+    def __init__(self, server: str) -> None:
+        self.server = server
+        self.http = httpx.Client(timeout=30)
+        self.sent = 0
+
+    def predict_and_confirm(self, requests: int) -> None:
+        """``requests`` predictions with feedback confirming each answered one (so accuracy is 100%)."""
+        for _ in range(requests):
+            self.sent += 1
+            text = SAMPLE_TEXTS[self.sent % len(SAMPLE_TEXTS)]
+            response = self.http.post(f"{self.server}/predict", json={"text": text, "key": f"user-{self.sent}"})
+            if response.status_code == 200:
+                answer = response.json()
+                label = answer["predictions"][0]["label"]
+                feedback = {"request_id": answer["request_id"], "label": label}
+                self.http.post(f"{self.server}/feedback", json=feedback).raise_for_status()
+
+
 def set_fault(server_url: str, variant: str, error_rate: float = 0.0, delay_ms: float = 0.0) -> None:
     """POST /admin/faults: the variant fails at ``error_rate`` and waits ``delay_ms``; zeros clear it."""
     response = httpx.post(

@@ -150,6 +150,7 @@ class CanaryParams(Section):
     max_latency_p99_ratio: Annotated[float, Field(ge=1)]
     max_accuracy_drop: Share
     min_feedback: Annotated[int, Field(ge=0)]
+    watch_interval_seconds: Annotated[float, Field(gt=0, le=86400)] = 60.0
 
 
 class Params(Section):
