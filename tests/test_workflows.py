@@ -284,6 +284,7 @@ class Act:
             **os.environ,
             "HOME": str(self.home),
             "XDG_CACHE_HOME": str(self.home / ".cache"),
+            "DVC_SITE_CACHE_DIR": str(self.home / "dvc-site-cache"),
             "PATH": os.pathsep.join([str(STANDINS / "bin"), str(BIN), os.environ["PATH"]]),
             "STANDIN_ROOT": str(STANDINS),
             "STANDIN_VENV": str(Path(sys.executable).parent.parent),
@@ -481,7 +482,7 @@ def test_a_push_to_main_trains_once_and_deploys_that_model(pipeline_project: Pat
     }
     log = succeeded(act.run(checkout, "pipeline.yml", "push", payload, MAIN_RUN))
     assert log.count("Running stage 'train'") == 1, "main trains once"
-    assert "Job succeeded" in log.split("[pipeline.yml/Gate, register and promote]", 1)[1]
+    assert "Job succeeded" in log.split("[Pipeline/Gate, register and promote]", 1)[1]
 
     artifacts = act.artifacts / str(MAIN_RUN)
     results = artifacts / "pipeline-results"
