@@ -21,6 +21,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SYSTEM_DEPS = "make system-deps"
+K8S_TOOLS = REPO_ROOT / ".ci" / "tools" / "k8s-venv" / "bin"
 
 
 def _command(*names: str) -> Callable[[], str | None]:
@@ -87,6 +88,22 @@ NEEDS: dict[str, Need] = {
         "dvc pull data.dvc",
         _existing(REPO_ROOT / "data" / "rotten_tomatoes_corpus_full.csv.bz2"),
     ),
+    "kubernetes-validate": Need(
+        "kubernetes-validate (.ci/tools/k8s-venv)",
+        SYSTEM_DEPS,
+        _existing(REPO_ROOT / ".ci/tools/k8s-venv/bin/kubernetes-validate"),
+    ),
+    "checkov": Need(
+        "checkov (.ci/tools/k8s-venv)", SYSTEM_DEPS, _existing(REPO_ROOT / ".ci/tools/k8s-venv/bin/checkov")
+    ),
+    "k8s-schemas": Need(
+        "the @kubernetes-models schemas (npm, .ci/tools/k8s-schemas)",
+        SYSTEM_DEPS,
+        _existing(REPO_ROOT / ".ci/tools/k8s-schemas/node_modules/@kubernetes-models"),
+    ),
+    "podman": Need("podman (Debian package podman)", SYSTEM_DEPS, _command("podman")),
+    "runc": Need("runc (Debian package runc)", SYSTEM_DEPS, _command("runc")),
+    "debootstrap": Need("debootstrap (Debian package debootstrap)", SYSTEM_DEPS, _command("debootstrap")),
     "gpu": Need("a CUDA GPU", "", _cuda_gpu),
 }
 
