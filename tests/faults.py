@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import pytest
+from needs import missing
 
 
 @contextlib.contextmanager
@@ -61,8 +61,9 @@ def read_only(folder: Path) -> Iterator[Path]:
     mounted = subprocess.run(["mount", "--bind", "-o", "ro", str(folder), str(view)], capture_output=True, text=True)
     if mounted.returncode != 0:
         view.rmdir()
-        pytest.skip(
-            f"cannot make a read-only folder as root here: mount --bind -o ro failed ({mounted.stderr.strip()})"
+        missing(
+            f"a read-only bind mount (mount --bind -o ro failed: {mounted.stderr.strip()})",
+            "run the tests as root where mounts are allowed",
         )
     try:
         yield view

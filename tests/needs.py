@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -48,6 +49,12 @@ def _existing(path: Path) -> Callable[[], str | None]:
 
 def _module(name: str) -> Callable[[], str | None]:
     return lambda: name if importlib.util.find_spec(name) else None
+
+
+def _avx512() -> str | None:
+    from numpy._core._multiarray_umath import __cpu_features__
+
+    return "AVX-512" if __cpu_features__.get("AVX512_SKX") else None
 
 
 def _cuda_gpu() -> str | None:
@@ -104,7 +111,9 @@ NEEDS: dict[str, Need] = {
     "podman": Need("podman (Debian package podman)", SYSTEM_DEPS, _command("podman")),
     "runc": Need("runc (Debian package runc)", SYSTEM_DEPS, _command("runc")),
     "debootstrap": Need("debootstrap (Debian package debootstrap)", SYSTEM_DEPS, _command("debootstrap")),
+    "chatterbot-corpus": Need("chatterbot-corpus (the dev extra)", "make install", _module("chatterbot_corpus")),
     "gpu": Need("a CUDA GPU", "", _cuda_gpu),
+    "avx512": Need("a CPU with AVX-512", "", _avx512),
 }
 
 
@@ -120,7 +129,17 @@ def need(name: str) -> str:
         return found
     if requirement.hardware:
         pytest.skip(f"needs {requirement.what}, which this machine lacks")
-    message = f"{requirement.what} is missing: run `{requirement.install}`"
+    missing(requirement.what, f"run `{requirement.install}`")
+
+
+def missing(what: str, remedy: str) -> NoReturn:
+    """The policy for anything missing from the machine: fail under CI, else skip saying how to get it."""
+    message = f"{what} is missing: {remedy}"
     if in_ci():
         pytest.fail(f"{message} (CI=true: a missing tool or dataset fails the test instead of skipping it)", False)
     pytest.skip(message)
+
+
+def not_applicable(reason: str) -> NoReturn:
+    """Skip a test that does not apply to this project as the forker has shaped it (in CI too), saying why."""
+    pytest.skip(f"does not apply here: {reason}")

@@ -10,21 +10,20 @@ import pytest
 from conftest import REPO_ROOT
 from mlops.config import load_params
 from mlops.ml.data import load_dataset, split_dataset
+from needs import need, not_applicable
 
 EXAMPLE_PATH = "data/rotten_tomatoes_corpus_full.csv.bz2"
 PARAMS = load_params(REPO_ROOT / "params.yaml")
 
-pytestmark = pytest.mark.skipif(
-    PARAMS.data.path.as_posix() != EXAMPLE_PATH,
-    reason=f"params.yaml data.path is {PARAMS.data.path}, not the example's {EXAMPLE_PATH}: "
-    "these are the example's data tests (delete or rewrite tests/test_example_data.py)",
-)
-
 
 @pytest.fixture(scope="module")
 def real_data() -> pd.DataFrame:
-    if not (REPO_ROOT / EXAMPLE_PATH).exists():
-        pytest.skip(f"{EXAMPLE_PATH} is not in the work tree: run `dvc pull data.dvc`")
+    if PARAMS.data.path.as_posix() != EXAMPLE_PATH:
+        not_applicable(
+            f"params.yaml data.path is {PARAMS.data.path}, not the example's {EXAMPLE_PATH}: "
+            "these are the example's data tests (delete or rewrite tests/test_example_data.py)"
+        )
+    need("data")
     return load_dataset(PARAMS.data.model_copy(update={"path": REPO_ROOT / EXAMPLE_PATH, "max_rows": None}))
 
 

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 
 from conftest import copy_repository, git, merge, run, tiny_params, write_params
+from needs import need
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +60,9 @@ FORK = {
 
 def chat_lines() -> pd.DataFrame:
     """Every line of the package's Dutch, Italian and Spanish conversations, with its language and conversation."""
-    chatterbot_corpus = pytest.importorskip("chatterbot_corpus", reason="the dev extra chatterbot-corpus is needed")
+    need("chatterbot-corpus")
+    import chatterbot_corpus
+
     root = Path(chatterbot_corpus.__file__).parent / "data"
     rows = []
     for language in LABELS:
