@@ -29,8 +29,8 @@ def test_repro_writes_metrics_and_plots(pipeline_project: Path) -> None:
     plots = pipeline_project / "evaluate" / "plots"
     columns = {
         "confusion": ["actual", "predicted"],
-        "roc": ["fpr", "tpr"],
-        "precision_recall": ["recall", "precision"],
+        "roc": ["class", "fpr", "tpr"],
+        "precision_recall": ["class", "recall", "precision"],
         "training": ["epoch", "train_loss", "validation_loss", "validation_accuracy"],
     }
     for name, expected in columns.items():
