@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -58,9 +59,15 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
-    """mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI: keep one test's store out of the next."""
+def _isolated_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI: keep one test's store out of the next.
+
+    Removed again after the test: monkeypatch restores only what was set before, and a module fixture
+    set up before the next test would otherwise track into this test's store.
+    """
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 def merge(base: dict, overrides: dict) -> dict:

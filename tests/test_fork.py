@@ -10,14 +10,17 @@ file of the machinery had to change.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
+import torch
 import yaml
 from fastapi.testclient import TestClient
 from mlflow import MlflowClient
+from transformers import AutoModelForSequenceClassification
 
 from conftest import copy_repository, git, merge, run, tiny_params, write_params
 from needs import need
@@ -180,3 +183,30 @@ def test_the_doctor_names_only_what_the_fork_left_of_the_example(fork: tuple[Pat
     assert result.returncode == 1
     left = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("- ")]
     assert left == ["README.md", "tests/test_example_data.py"]
+
+
+def test_evaluate_stops_on_a_model_that_answers_one_label_and_only_warns_when_told(
+    pipeline_project: Path, tmp_path: Path
+) -> None:
+    """The first-run trap of small data: a collapsed model must not pass quietly with exit 0."""
+    project = Path(shutil.copytree(pipeline_project, tmp_path / "project", symlinks=True))
+    model_dir = project / "models" / "model"
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    with torch.no_grad():
+        model.classifier.bias[0] = 100.0  # every text gets the first label
+    model.save_pretrained(model_dir)
+    params = tiny_params(evaluate={"fail_without_skill": True})
+    write_params(project, params)
+
+    result = run(["mlops", "evaluate"], project, check=False)
+    assert result.returncode == 1
+    first_label = params["data"]["labels"][0]
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f"error: the model predicts {first_label!r} for all ")
+    assert "set evaluate.fail_without_skill: false to only warn" in last_line
+    metrics = json.loads((project / "evaluate" / "metrics.json").read_text())
+    assert metrics["accuracy_over_majority"] <= 0
+
+    write_params(project, tiny_params(evaluate={"fail_without_skill": False}))
+    warned = run(["mlops", "evaluate"], project)
+    assert f"the model predicts {first_label!r} for all" in warned.stderr

@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlops.config import GateParams
 from mlops.ml.evaluate import CURVE_POINTS, classification_metrics, curves, skill_problem, slice_metrics
+from mlops.registry.gate import evaluate_gate
 
 LABELS = ["negative", "positive"]
 THREE = ["cats", "dogs", "birds"]
@@ -107,3 +109,11 @@ def test_slices_by_length() -> None:
     slices = slice_metrics(texts, y, probabilities)
     assert slices["under_10_words"] == {"rows": 2, "accuracy": 1.0, "macro_f1": 1.0}
     assert slices["25_words_or_more"]["accuracy"] == 0.0
+
+
+def test_the_gate_refuses_a_model_no_better_than_the_majority() -> None:
+    y = np.array([0, 0, 0, 1, 2])
+    metrics = classification_metrics(y, np.tile([0.6, 0.3, 0.1], (5, 1)), THREE)
+    gate = GateParams(minimum={"accuracy_over_majority": 0.01}, maximum={}, max_regression={})
+    [failure] = evaluate_gate(metrics, None, gate).failures
+    assert failure.reason == "accuracy_over_majority 0 breaks minimum 0.01"

@@ -45,8 +45,8 @@ def test_a_local_pretrained_checkpoint_is_loaded_with_our_labels(tmp_path: Path)
     assert loaded.config.id2label == dict(enumerate(LABELS))
     assert loaded.config.num_labels == 3
     assert loaded_tokenizer.get_vocab() == tokenizer.get_vocab()
-    embeddings = model.bert.embeddings.word_embeddings.weight
-    assert np.allclose(loaded.bert.embeddings.word_embeddings.weight.detach(), embeddings.detach())
+    embeddings = model.base_model.embeddings.word_embeddings.weight
+    assert np.allclose(loaded.base_model.embeddings.word_embeddings.weight.detach(), embeddings.detach())
 
 
 def test_a_missing_pretrained_checkpoint_is_one_clear_line(tmp_path: Path) -> None:

@@ -37,8 +37,8 @@ def test_repro_writes_metrics_and_plots(pipeline_project: Path) -> None:
     assert 0 < metrics["latency_p50_ms"] <= metrics["latency_p95_ms"]
     columns = {
         "confusion": ["actual", "predicted"],
-        "roc": ["fpr", "tpr"],
-        "precision_recall": ["recall", "precision"],
+        "roc": ["class", "fpr", "tpr"],
+        "precision_recall": ["class", "recall", "precision"],
         "training": ["epoch", "train_loss", "validation_loss", "validation_accuracy"],
     }
     for name, expected in columns.items():

@@ -176,4 +176,4 @@ def baseline(splits: Splits, labels: list[str], params: EvaluateParams) -> tuple
     pipeline.fit(splits.train["text"], encode_labels(splits.train["label"], labels))
     probabilities = pipeline.predict_proba(splits.test["text"])
     metrics = classification_metrics(encode_labels(splits.test["label"], labels), probabilities, labels)
-    return {key: value for key, value in metrics.items() if key != "per_class"}, probabilities
+    return {key: value for key, value in metrics.items() if key not in {"per_class", "majority_rate"}}, probabilities
