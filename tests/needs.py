@@ -105,5 +105,7 @@ def need(name: str) -> str:
         pytest.skip(f"needs {requirement.what}, which this machine lacks")
     message = f"{requirement.what} is missing: run `{requirement.install}`"
     if in_ci():
-        pytest.fail(f"{message} (CI=true: a missing tool or dataset fails the test instead of skipping it)", False)
+        pytest.fail(
+            f"{message} (CI=true: a missing tool or dataset fails the test instead of skipping it)", pytrace=False
+        )
     pytest.skip(message)
