@@ -136,7 +136,9 @@ def missing(what: str, remedy: str) -> NoReturn:
     """The policy for anything missing from the machine: fail under CI, else skip saying how to get it."""
     message = f"{what} is missing: {remedy}"
     if in_ci():
-        pytest.fail(f"{message} (CI=true: a missing tool or dataset fails the test instead of skipping it)", False)
+        pytest.fail(
+            f"{message} (CI=true: a missing tool or dataset fails the test instead of skipping it)", pytrace=False
+        )
     pytest.skip(message)
 
 

@@ -66,7 +66,7 @@ THRESHOLD = re.compile(r"(?<=[<>]=\s)[0-9.]+|(?<=[<>]\s)[0-9.]+")
 
 
 def threshold_mutants() -> list:
-    """The rules file with one threshold or `for:` moved 50% up or a third down, each a pytest param named by it."""
+    """(alert, rules file) with one threshold or `for:` moved 50% up or a third down, as pytest params named by it."""
     mutants = []
     for index, rule in enumerate(alert_rules()):
         edits = [("expr", match, float(match[0])) for match in THRESHOLD.finditer(rule["expr"])]
@@ -88,19 +88,24 @@ def threshold_mutants() -> list:
                 flat = [r for group in groups["groups"] for r in group["rules"]]
                 flat[index].update(mutated_rule)
                 change = f"{field} {match[0]} -> {new}"
-                mutants.append(pytest.param(yaml.safe_dump(groups, sort_keys=False), id=f"{rule['alert']}: {change}"))
+                mutants.append(
+                    pytest.param(
+                        rule["alert"], yaml.safe_dump(groups, sort_keys=False), id=f"{rule['alert']}: {change}"
+                    )
+                )
     return mutants
 
 
-@pytest.mark.parametrize("rules", threshold_mutants())
-def test_promtool_tests_fail_when_a_threshold_or_duration_moves(rules: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("alert", "rules"), threshold_mutants())
+def test_promtool_tests_fail_when_a_threshold_or_duration_moves(alert: str, rules: str, tmp_path: Path) -> None:
     """The promtool tests feed values just above and just below every threshold, so moving any one of them
     (the error-rate page from 5% to 7.5% or 3.3%, a traffic floor, a `for:`) fails them."""
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "alerts.yml").write_text(rules)
     shutil.copytree(MONITORING / "tests", tmp_path / "tests")
     result = run(["promtool", "test", "rules", "tests/alerts_test.yml"], tmp_path, check=False)
-    assert result.returncode != 0, "the promtool tests still pass with this change"
+    assert result.returncode == 1, "the promtool tests still pass with this change"
+    assert f"alertname: {alert}," in result.stdout + result.stderr, "promtool failed, but not on the changed alert"
 
 
 def test_alerts_route_by_a_known_severity_and_explain_themselves() -> None:
@@ -166,4 +171,5 @@ def test_prometheus_config_check_catches_a_broken_rule(tmp_path: Path) -> None:
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "alerts.yml").write_text(RULES.read_text().replace("sum by (variant)", "sum by variant", 1))
     result = run(["promtool", "check", "config", "prometheus.yml"], tmp_path, check=False)
-    assert result.returncode != 0
+    assert result.returncode == 1
+    assert '"MlopsHighErrorRate": could not parse expression' in result.stdout + result.stderr
