@@ -98,6 +98,7 @@ def test_every_stage_output_persists_so_dvc_never_deletes_it_before_a_run() -> N
         ({"train": {"weight_decay": float("inf")}}, "train.weight_decay: Input should be a finite number", "train"),
         ({"seed": -1}, "seed: Input should be greater than or equal to 0", "train"),
         ({"data": {"text_column": "review"}}, "has no column 'review'", "train"),
+        ({"train": {"batch_size": 4096}}, "train.batch_size 4096 is more than the", "train"),
         (
             {"evaluate": {"latency_requests": 0}},
             "evaluate.latency_requests: Input should be greater than 0",
@@ -272,6 +273,16 @@ def test_a_store_that_does_not_exist_is_refused_not_created_empty(project: Path,
         error = one_error_line(command(args, project, MLFLOW_TRACKING_URI=f"sqlite:///{absent}"))
         assert error.startswith(f"error: the MLflow store sqlite:///{absent} does not exist: run `dvc repro`")
     assert not absent.exists()
+
+
+def test_a_store_that_is_not_a_database_is_one_line_and_left_alone(project: Path, tmp_path: Path) -> None:
+    damaged = tmp_path / "mlflow.db"
+    damaged.write_bytes((project / "mlflow.db").read_bytes()[4096:])  # lost its header page
+    before = damaged.read_bytes()
+    for args in (["mlops", "models"], ["mlops", "deploy"]):
+        error = one_error_line(command(args, project, MLFLOW_TRACKING_URI=f"sqlite:///{damaged}"))
+        assert error.startswith(f"error: the MLflow store sqlite:///{damaged} is not a readable SQLite database")
+    assert damaged.read_bytes() == before
 
 
 @pytest.mark.parametrize("version", ["abc", "0", "1.5", "v1", "٣", ""])

@@ -32,6 +32,7 @@ def test_the_shipped_params_are_valid() -> None:
         ({"data": {"test_size": 0.5, "validation_size": 0.45}}, "data: test_size + validation_size must leave"),
         ({"data": {"labels": ["fresh"]}}, "data.labels: List should have at least 2 items"),
         ({"canary": {"window": "ten minutes"}}, "canary.window: String should match pattern"),
+        ({"canary": {"window": "0m"}}, "canary.window: String should match pattern"),
         ({"seed": -1}, "seed: Input should be greater than or equal to 0"),
         ({"seed": 2**32}, "seed: Input should be less than or equal to 4294967295"),
         ({"threads": 100_000}, "threads: 100000 is more than the"),

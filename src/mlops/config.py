@@ -136,7 +136,7 @@ class ServingParams(Section):
 
 
 class CanaryParams(Section):
-    window: Annotated[str, Field(pattern=r"^[0-9]+[smh]$")]
+    window: Annotated[str, Field(pattern=r"^[1-9][0-9]*[smh]$")]  # Prometheus refuses a zero range
     min_requests: PositiveInt
     max_error_rate_increase: Share
     max_latency_p99_ratio: Annotated[float, Field(ge=1)]
