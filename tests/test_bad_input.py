@@ -230,6 +230,11 @@ def test_a_damaged_csv_is_refused_never_read_in_part(tmp_path: Path, damage, exp
     assert "dvc checkout data.dvc" in str(error.value) or expected == "has no usable rows"
 
 
+def test_a_folder_as_the_data_path_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"is a folder: set data\.path in params\.yaml to the CSV file"):
+        load_dataset(data_params(tmp_path))
+
+
 def test_an_intact_csv_still_loads_whole(tmp_path: Path) -> None:
     path = tmp_path / "reviews.csv.bz2"
     path.write_bytes(bz2.compress(reviews_csv()))

@@ -126,6 +126,11 @@ def test_a_missing_file_says_where_to_run(tmp_path: Path) -> None:
         load_params(tmp_path / "params.yaml")
 
 
+def test_a_folder_is_not_a_params_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"is a folder: pass the parameters file with --params"):
+        load_params(tmp_path)
+
+
 def test_flatten_gives_dotted_keys() -> None:
     flat = flatten(Params.model_validate(tiny_params()))
     assert flat["train.epochs"] == 2

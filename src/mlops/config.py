@@ -211,6 +211,8 @@ def _read_mapping(path: Path) -> dict:
         data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path} not found: run from the project root or pass --params") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder: pass the parameters file with --params") from None
     except OSError as error:
         raise ConfigError(f"{path} cannot be read ({error.strerror}): check its permissions") from None
     try:
