@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT, git, run, tiny_params
-from faults import failing_server, read_only
+from faults import failing_server, read_only, read_only_file
 from mlops.config import DataParams
 from mlops.datacheck import DataVersionError, check_data
 from mlops.ml.data import DataError, load_dataset
@@ -264,6 +264,16 @@ def test_a_read_only_store_refuses_writes_in_one_line_and_still_lists(project: P
         listed = command(["mlops", "models"], project, MLFLOW_TRACKING_URI=uri)
         assert listed.returncode == 0 and "champion" in listed.stdout
         assert state(view, ("mlflow.db",)) == before
+
+
+def test_a_read_only_store_file_in_a_writable_folder_is_refused_for_writes(project: Path, tmp_path: Path) -> None:
+    database = tmp_path / "mlflow.db"
+    shutil.copy2(project / "mlflow.db", database)
+    before = database.read_bytes()
+    with read_only_file(database):
+        error = one_error_line(command(["mlops", "promote", "1"], project, MLFLOW_TRACKING_URI=f"sqlite:///{database}"))
+    assert error.startswith(f"error: the MLflow store sqlite:///{database} is read-only")
+    assert database.read_bytes() == before
 
 
 def test_a_store_that_does_not_exist_is_refused_not_created_empty(project: Path, tmp_path: Path) -> None:
