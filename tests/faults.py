@@ -70,3 +70,23 @@ def read_only(folder: Path) -> Iterator[Path]:
     finally:
         subprocess.run(["umount", str(view)], check=True)
         view.rmdir()
+
+
+@contextlib.contextmanager
+def read_only_file(path: Path) -> Iterator[None]:
+    """``path`` made read-only in a writable folder: immutable (chattr +i) as root, who ignores file modes."""
+    if os.geteuid() != 0:
+        mode = path.stat().st_mode
+        path.chmod(0o444)
+        try:
+            yield
+        finally:
+            path.chmod(mode)
+        return
+    locked = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+    if locked.returncode != 0:
+        pytest.skip(f"cannot make a read-only file as root: chattr +i failed ({locked.stderr.strip()})")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)

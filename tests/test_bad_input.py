@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT, git, run, tiny_params
-from faults import failing_server, read_only
+from faults import failing_server, read_only, read_only_file
 from mlops.config import DataParams
 from mlops.datacheck import DataVersionError, check_data
 from mlops.ml.data import DataError, load_dataset
@@ -98,6 +98,7 @@ def test_every_stage_output_persists_so_dvc_never_deletes_it_before_a_run() -> N
         ({"train": {"weight_decay": float("inf")}}, "train.weight_decay: Input should be a finite number", "train"),
         ({"seed": -1}, "seed: Input should be greater than or equal to 0", "train"),
         ({"data": {"text_column": "review"}}, "has no column 'review'", "train"),
+        ({"train": {"batch_size": 4096}}, "train.batch_size 4096 is more than the", "train"),
         (
             {"evaluate": {"latency_requests": 0}},
             "evaluate.latency_requests: Input should be greater than 0",
@@ -229,6 +230,11 @@ def test_a_damaged_csv_is_refused_never_read_in_part(tmp_path: Path, damage, exp
     assert "dvc checkout data.dvc" in str(error.value) or expected == "has no usable rows"
 
 
+def test_a_folder_as_the_data_path_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"is a folder: set data\.path in params\.yaml to the CSV file"):
+        load_dataset(data_params(tmp_path))
+
+
 def test_an_intact_csv_still_loads_whole(tmp_path: Path) -> None:
     path = tmp_path / "reviews.csv.bz2"
     path.write_bytes(bz2.compress(reviews_csv()))
@@ -260,6 +266,16 @@ def test_a_read_only_store_refuses_writes_in_one_line_and_still_lists(project: P
         assert state(view, ("mlflow.db",)) == before
 
 
+def test_a_read_only_store_file_in_a_writable_folder_is_refused_for_writes(project: Path, tmp_path: Path) -> None:
+    database = tmp_path / "mlflow.db"
+    shutil.copy2(project / "mlflow.db", database)
+    before = database.read_bytes()
+    with read_only_file(database):
+        error = one_error_line(command(["mlops", "promote", "1"], project, MLFLOW_TRACKING_URI=f"sqlite:///{database}"))
+    assert error.startswith(f"error: the MLflow store sqlite:///{database} is read-only")
+    assert database.read_bytes() == before
+
+
 def test_a_store_that_does_not_exist_is_refused_not_created_empty(project: Path, tmp_path: Path) -> None:
     nowhere = tmp_path / "nowhere" / "mlflow.db"
     for args in (["mlops", "models"], ["mlops", "deploy"]):
@@ -272,6 +288,16 @@ def test_a_store_that_does_not_exist_is_refused_not_created_empty(project: Path,
         error = one_error_line(command(args, project, MLFLOW_TRACKING_URI=f"sqlite:///{absent}"))
         assert error.startswith(f"error: the MLflow store sqlite:///{absent} does not exist: run `dvc repro`")
     assert not absent.exists()
+
+
+def test_a_store_that_is_not_a_database_is_one_line_and_left_alone(project: Path, tmp_path: Path) -> None:
+    damaged = tmp_path / "mlflow.db"
+    damaged.write_bytes((project / "mlflow.db").read_bytes()[4096:])  # lost its header page
+    before = damaged.read_bytes()
+    for args in (["mlops", "models"], ["mlops", "deploy"]):
+        error = one_error_line(command(args, project, MLFLOW_TRACKING_URI=f"sqlite:///{damaged}"))
+        assert error.startswith(f"error: the MLflow store sqlite:///{damaged} is not a readable SQLite database")
+    assert damaged.read_bytes() == before
 
 
 @pytest.mark.parametrize("version", ["abc", "0", "1.5", "v1", "٣", ""])

@@ -36,6 +36,7 @@ def test_a_null_group_column_is_a_split_by_row(tmp_path: Path) -> None:
         ({"data": {"test_size": 0.5, "validation_size": 0.45}}, "data: test_size + validation_size must leave"),
         ({"data": {"labels": ["only one"]}}, "data.labels: List should have at least 2 items"),
         ({"canary": {"window": "ten minutes"}}, "canary.window: String should match pattern"),
+        ({"canary": {"window": "0m"}}, "canary.window: String should match pattern"),
         ({"seed": -1}, "seed: Input should be greater than or equal to 0"),
         ({"seed": 2**32}, "seed: Input should be less than or equal to 4294967295"),
         ({"threads": 100_000}, "threads: 100000 is more than the"),
@@ -127,6 +128,11 @@ def test_bytes_that_are_not_utf8_are_refused_with_their_line(tmp_path: Path) -> 
 def test_a_missing_file_says_where_to_run(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found: run from the project root"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_a_folder_is_not_a_params_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"is a folder: pass the parameters file with --params"):
+        load_params(tmp_path)
 
 
 def test_flatten_gives_dotted_keys() -> None:

@@ -259,6 +259,7 @@ def test_removing_the_challenger_alias_sends_everyone_to_the_champion(server: Se
 
 def test_no_champion_in_the_registry_is_a_one_line_error(tmp_path: Path) -> None:
     write_params(tmp_path, tiny_params(tracking={"registered_model": MODEL_NAME}))
+    MlflowClient(f"sqlite:///{tmp_path / 'empty.db'}").search_experiments()  # an empty store (a missing one is refused)
     result = subprocess.run(
         serve_command(tmp_path / "params.yaml", free_port()),
         cwd=tmp_path,

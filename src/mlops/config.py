@@ -144,7 +144,7 @@ class ServingParams(Section):
 
 
 class CanaryParams(Section):
-    window: Annotated[str, Field(pattern=r"^[0-9]+[smh]$")]
+    window: Annotated[str, Field(pattern=r"^[1-9][0-9]*[smh]$")]  # Prometheus refuses a zero range
     min_requests: PositiveInt
     max_error_rate_increase: Share
     max_latency_p99_ratio: Annotated[float, Field(ge=1)]
@@ -221,6 +221,8 @@ def _read_mapping(path: Path) -> dict:
         data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path} not found: run from the project root or pass --params") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder: pass the parameters file with --params") from None
     except OSError as error:
         raise ConfigError(f"{path} cannot be read ({error.strerror}): check its permissions") from None
     try:

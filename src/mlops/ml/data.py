@@ -39,6 +39,8 @@ def load_dataset(params: DataParams) -> pd.DataFrame:
     path = params.path
     if not path.exists():
         raise DataError(f"{path} not found: run `dvc pull` to fetch the data, or fix data.path in params.yaml")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder: set data.path in params.yaml to the CSV file")
     try:
         # The python engine, unlike the C one, leaves the fields a short record lacks missing instead of "".
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, engine="python")
