@@ -222,19 +222,19 @@ def test_without_predictions_headline_regressions_are_judged_by_value_and_the_re
     project: Path,
 ) -> None:
     git(project, "checkout", "-q", "-b", "feature")
-    worse = make_metrics(accuracy=0.75, macro_f1=0.775, log_loss=0.5, latency_p95_ms=9.0)
+    worse = make_metrics(accuracy=0.75, macro_f1=0.775, log_loss=0.55, latency_p95_ms=9.0)
     worse["baseline"] = {**worse["baseline"], "accuracy": 0.6}
     worse["per_class"]["fresh"]["recall"] = 0.6
     write_results(project, worse)
     commit_all(project)
     text = report_text()
     assert metric_row(text, "accuracy")[3:] == ["🔴 ▼ -0.0500", "", "⚠️ regression (no interval)"]
-    assert metric_row(text, "macro_f1")[5] == ""  # 0.005 worse: within report.regression_tolerance (0.01)
-    assert metric_row(text, "log_loss")[3:] == ["🔴 ▲ +0.0500", "", "⚠️ regression (no interval)"]  # lower is better
+    assert metric_row(text, "macro_f1")[5] == ""  # 0.005 worse: within report.regression_tolerance (0.03)
+    assert metric_row(text, "log_loss")[3:] == ["🔴 ▲ +0.1000", "", "⚠️ regression (no interval)"]  # lower is better
     assert metric_row(text, "latency_p95_ms")[5] == "depends on the machine"  # never flagged
     assert metric_row(text, "baseline.accuracy")[5] == ""  # the baseline is not the candidate
     assert metric_row(text, "per_class.fresh.recall")[5] == ""  # not a headline metric: no verdict
-    assert "**Significant regressions beyond 0.01:** `accuracy`, `log_loss`" in text
+    assert "**Significant regressions:** `accuracy`, `log_loss`" in text
     assert "by value alone, no intervals: the workspace has no `evaluate/predictions.csv`" in text
 
 
@@ -380,7 +380,7 @@ def test_an_unchanged_tree_is_reproduced_identical_and_flags_nothing(scored_proj
     commit_all(scored_project)
     text = report_text()
     assert "**Reproducibility:** ✅ reproduced: identical" in text
-    assert "**Significant regressions beyond 0.01:** none" in text
+    assert "**Significant regressions:** none" in text
     assert f"paired bootstrap over the same {ROWS} test rows" in text
     for name in METRICS.headline:
         assert metric_row(text, name)[3:] == ["0", "+0.0000 to +0.0000", "unchanged"]
@@ -395,7 +395,7 @@ def test_a_clearly_worse_model_is_a_significant_regression_and_the_gate_preview_
     text = report_text()
     for name in METRICS.headline:
         assert metric_row(text, name)[5] == "⚠️ significant regression", name
-    assert "**Significant regressions beyond 0.01:** `accuracy`, `macro_f1`, `roc_auc`, `log_loss`" in text
+    assert "**Significant regressions:** `accuracy`, `macro_f1`, `roc_auc`, `log_loss`" in text
     assert re.search(r"\| `accuracy` \| no significant regression \| .* \| ❌ fail \|", text)
     assert re.search(r"\| `log_loss` \| no significant regression \| .* \| ❌ fail \|", text)
     assert "❌ would not be promoted" in text
@@ -408,7 +408,7 @@ def test_a_model_of_the_same_skill_with_another_seed_is_within_noise_and_passes(
     text = report_text()
     for name in METRICS.headline:
         assert metric_row(text, name)[5] == "within noise", name
-    assert "**Significant regressions beyond 0.01:** none" in text
+    assert "**Significant regressions:** none" in text
     assert re.search(r"\| `accuracy` \| no significant regression \| .* \| ✅ pass \|", text)
     assert "✅ would be promoted" in text
 
@@ -456,7 +456,7 @@ def test_a_change_of_labels_is_said_first_and_nothing_is_judged_against_the_old_
     text = report_text()
     banner = next(line for line in text.splitlines() if line.startswith("> ⚠️ **Another task"))
     assert '`data.labels` ["rotten", "fresh"] → ["negative", "neutral", "positive"]' in banner
-    assert "**Significant regressions beyond 0.01:** none" in text
+    assert "**Significant regressions:** none" in text
     assert not any(line.startswith("| `per_class.rotten.") for line in text.splitlines())
     assert metric_row(text, "per_class.neutral.f1")[1] == "—"
     assert "No regression checks: the base is another task or test set" in text
