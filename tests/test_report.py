@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,11 @@ import yaml
 from markdown_it import MarkdownIt
 
 from conftest import git, tiny_params, write_params
-from mlops import predictions, stats
+from mlops import comparison, predictions, stats
 from mlops.config import Params
+from mlops.contract import MetricSpecs
 from mlops.ml.spec import METRICS
-from mlops.report import diff, write_report
+from mlops.report import diff, markdown, write_report
 
 LABELS = ["rotten", "fresh"]
 
@@ -521,3 +523,17 @@ def test_the_report_command_takes_base_results(scored_project: Path, tmp_path: P
     )
     assert result.returncode == 0, result.stderr
     assert "CI's results for main are not available" in Path("report/report.md").read_text()
+
+
+def test_a_headline_metric_without_a_scorer_is_judged_by_value_and_said_so(
+    scored_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    without_auc = MetricSpecs(*(replace(spec, scorer=None) if spec.name == "roc_auc" else spec for spec in METRICS))
+    for module in (comparison, diff, markdown):
+        monkeypatch.setattr(module, "METRICS", without_auc)
+    write_results(scored_project, make_metrics(**{**write_model(scored_project, skill=2.0, noise=3), "roc_auc": 0.5}))
+    commit_all(scored_project)
+    text = report_text()
+    assert "No interval for `roc_auc`: `mlops.ml.spec` declares no scorer for it, so it is judged by value." in text
+    assert metric_row(text, "roc_auc")[4:] == ["", "⚠️ regression (no interval)"]
+    assert metric_row(text, "accuracy")[5] == "within noise"
