@@ -537,3 +537,16 @@ def test_a_headline_metric_without_a_scorer_is_judged_by_value_and_said_so(
     assert "No interval for `roc_auc`: `mlops.ml.spec` declares no scorer for it, so it is judged by value." in text
     assert metric_row(text, "roc_auc")[4:] == ["", "⚠️ regression (no interval)"]
     assert metric_row(text, "accuracy")[5] == "within noise"
+
+
+def test_base_results_of_a_commit_not_fetched_still_serve_and_say_what_params_are_compared_with(
+    scored_project: Path, tmp_path: Path
+) -> None:
+    committed = json.loads(Path("evaluate/metrics.json").read_text())
+    ci_results(tmp_path / "ci", scored_project, "f" * 40, committed)
+    Path("README.md").write_text("docs\n")
+    commit_all(scored_project)
+    text = write_report(params(), None, Path("report/report.md"), tmp_path / "ci").report.read_text()
+    assert "**Note:** CI's commit ffffffff is not in this clone (fetch-depth: 0 fetches it)" in text
+    assert "**Base results:** reproduced by CI on main at `ffffffff`" in text
+    assert "unchanged" in metric_row(text, "accuracy")[5]
