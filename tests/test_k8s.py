@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ import yaml
 
 from conftest import REPO_ROOT
 from kustomize import render
+from needs import need
 
 K8S = REPO_ROOT / "deploy" / "k8s"
 OVERLAYS = ("staging", "production")
@@ -26,15 +26,6 @@ TOOLS = REPO_ROOT / ".ci" / "tools"
 K8S_VENV = TOOLS / "k8s-venv" / "bin"
 SCHEMAS = TOOLS / "k8s-schemas"
 CUSTOM_GROUPS = ("argoproj.io/", "monitoring.coreos.com/")
-
-
-def _require(path: Path, what: str) -> None:
-    if path.exists():
-        return
-    message = f"{what} is not installed ({path}): run `make system-deps`"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)
@@ -48,7 +39,7 @@ def _find(documents: list[dict], kind: str, name: str) -> dict:
 
 
 def test_every_core_resource_is_valid_for_the_pinned_kubernetes_version(rendered: list[dict], tmp_path: Path) -> None:
-    _require(K8S_VENV / "kubernetes-validate", "kubernetes-validate")
+    need("kubernetes-validate")
     core = [doc for doc in rendered if not doc["apiVersion"].startswith(CUSTOM_GROUPS)]
     assert {doc["kind"] for doc in core} >= {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
     files = []
@@ -64,7 +55,7 @@ def test_every_core_resource_is_valid_for_the_pinned_kubernetes_version(rendered
 
 
 def test_every_custom_resource_matches_its_published_schema(rendered: list[dict]) -> None:
-    _require(SCHEMAS / "node_modules" / "@kubernetes-models", "the @kubernetes-models schemas")
+    need("k8s-schemas")
     custom = [doc for doc in rendered if doc["apiVersion"].startswith(CUSTOM_GROUPS)]
     assert {doc["kind"] for doc in custom} == {"Rollout", "AnalysisTemplate", "ServiceMonitor", "PrometheusRule"}
     result = subprocess.run(
@@ -77,7 +68,7 @@ def test_every_custom_resource_matches_its_published_schema(rendered: list[dict]
 
 
 def test_the_custom_resource_check_rejects_a_wrong_field() -> None:
-    _require(SCHEMAS / "node_modules" / "@kubernetes-models", "the @kubernetes-models schemas")
+    need("k8s-schemas")
     broken = [
         {
             "apiVersion": "argoproj.io/v1alpha1",
@@ -97,7 +88,7 @@ def test_the_custom_resource_check_rejects_a_wrong_field() -> None:
 
 
 def test_checkov_finds_nothing_that_is_not_explained(rendered: list[dict], tmp_path: Path) -> None:
-    _require(K8S_VENV / "checkov", "checkov")
+    need("checkov")
     (tmp_path / "all.yaml").write_text(yaml.safe_dump_all(rendered))
     result = subprocess.run(
         [K8S_VENV / "checkov", "--directory", tmp_path, "--framework", "kubernetes", "--output", "json", "--quiet"],
@@ -221,8 +212,7 @@ def test_canary_analysis_uses_the_canary_commands_promql_and_thresholds(rendered
 
 
 def test_every_analysis_query_is_valid_promql(rendered: list[dict], tmp_path: Path) -> None:
-    promtool = shutil.which("promtool")
-    _require(Path(promtool or "/usr/bin/promtool"), "promtool (Debian prometheus)")
+    promtool = need("promtool")
     analysis = _find(rendered, "AnalysisTemplate", "model-server-canary")
     rules = [
         {

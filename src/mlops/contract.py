@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -50,10 +50,12 @@ class MetricSpecs:
         return [spec.name for spec in self if spec.on_card]
 
 
+@runtime_checkable
 class Classifier(Protocol):
-    """What serving, deploy and evaluate need from a trained model (mlops.ml.model.TextClassifier is one)."""
+    """What serving, deploy and evaluate need from a trained model (mlops.ml.model.load_classifier returns one)."""
 
     labels: list[str]
+    training_label_share: dict[str, float]  # the label mix it was trained on (serving watches drift); {} if unknown
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """One row per text, one column per label (in the order of ``labels``), rows summing to 1."""

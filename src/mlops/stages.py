@@ -16,11 +16,12 @@ from mlops import predictions as predictions_lib
 from mlops import stats, tracking
 from mlops.config import Params
 from mlops.contract import Classifier
+from mlops.datacheck import check_data
 from mlops.dotted import numeric_leaves
 from mlops.ml import evaluate as evaluate_lib
 from mlops.ml import train as train_lib
-from mlops.ml.data import describe, encode_labels, load_splits
-from mlops.ml.model import LABEL_SHARE_FILE, TextClassifier
+from mlops.ml.data import DataError, describe, encode_labels, load_splits
+from mlops.ml.model import LABEL_SHARE_FILE, load_classifier
 from mlops.paths import (
     EVALUATE_DIR,
     HISTORY_FILE,
@@ -51,7 +52,12 @@ def _write_json(path: Path, payload: object) -> None:
 
 
 def train(params: Params) -> tracking.RunInfo:
+    check_data(params.data.path)
     splits = load_splits(params.data, params.seed)
+    if params.train.batch_size > len(splits.train):
+        raise DataError(
+            f"train.batch_size {params.train.batch_size} is more than the {len(splits.train)} training rows: lower it"
+        )
     with tempfile.TemporaryDirectory(prefix=".models-", dir=".") as staging:
         staged = Path(staging) / MODELS_DIR.name
         model_dir = staged / MODEL_DIR.name
@@ -77,8 +83,9 @@ def _rounded(value: object) -> object:
 def evaluate(params: Params) -> dict:
     torch.set_num_threads(params.threads)
     labels = params.data.labels
+    check_data(params.data.path)
     splits = load_splits(params.data, params.seed)
-    classifier = TextClassifier(MODEL_DIR)
+    classifier = load_classifier(MODEL_DIR)
     texts = splits.test["text"].tolist()
     y_true = encode_labels(splits.test["label"], labels)
     probabilities = classifier.predict_proba(texts)
@@ -112,6 +119,15 @@ def evaluate(params: Params) -> dict:
     numbers = {key: value for key, value in numeric_leaves(metrics).items() if math.isfinite(value)}
     if not tracking.log_evaluation(params, run["run_id"], numbers, EVALUATE_DIR):
         log.warning("MLflow run %s is not in %s: evaluation not tracked", run["run_id"], tracking.tracking_uri())
+
+    problem = evaluate_lib.skill_problem(y_true, probabilities, labels)
+    if problem and params.evaluate.fail_without_skill:
+        raise evaluate_lib.NoSkillError(
+            f"{problem}: train longer or on more data (train.epochs, train.learning_rate, data.max_rows), "
+            f"or set evaluate.fail_without_skill: false to only warn; {METRICS_FILE} holds the numbers"
+        )
+    if problem:
+        log.warning("%s (evaluate.fail_without_skill is false)", problem)
     return metrics
 
 

@@ -18,6 +18,10 @@ METRICS = MetricSpecs(
     MetricSpec("macro_f1", headline=True, on_card=True, scorer=stats.macro_f1),
     MetricSpec("roc_auc", headline=True, on_card=True, scorer=stats.roc_auc),
     MetricSpec("log_loss", higher_is_better=False, headline=True, on_card=True, scorer=stats.log_loss),
+    # Accuracy minus the majority-class rate (always answering the test split's most common label): the gate
+    # wants it above zero, so a model that learned nothing is never promoted.
+    MetricSpec("accuracy_over_majority"),
+    MetricSpec("majority_rate", count=True),  # a property of the test data, not of the model: never compared
     MetricSpec("model_size_mb", higher_is_better=False, on_card=True),
     MetricSpec("latency_p50_ms", higher_is_better=False, machine_dependent=True),
     MetricSpec("latency_p95_ms", higher_is_better=False, machine_dependent=True, on_card=True),

@@ -8,6 +8,7 @@ changes unless the gate passes.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -21,7 +22,7 @@ from mlops.errors import MlopsError
 from mlops.paths import RUN_FILE
 from mlops.registry import registry, render
 from mlops.registry.candidate import Candidate, DeployError, load_candidate
-from mlops.registry.champion import champion_scores, champion_version
+from mlops.registry.champion import champion_scores, champion_version, predictions_artifact, scores_tag
 from mlops.registry.gate import Verdict, evaluate_gate
 
 
@@ -101,8 +102,15 @@ def _existing_version(client: MlflowClient, name: str, run_id: str, commit: str)
     return registry.find_version(client, name, run_id, commit)
 
 
-def deploy(params: Params, promote: bool = True) -> Outcome:
-    """Gate, then register (once per run or commit) as challenger, then promote to champion if asked."""
+# How far deploy moves a version that passes the gate: each environment implies the ones before it.
+TARGETS = (registry.STAGING, registry.CHALLENGER, registry.CHAMPION)
+VIA = "mlops deploy"
+
+
+def deploy(params: Params, to: str = registry.CHAMPION) -> Outcome:
+    """Gate, register (once per run or commit, as ``dev``), move ``staging``, then the canary or the champion."""
+    if to not in TARGETS:
+        raise DeployError(f"deploy moves a version to one of {', '.join(TARGETS)}, not {to!r}")
     candidate = load_candidate(params)
     client = _connect_to_run(candidate)
     name = params.tracking.registered_model
@@ -110,9 +118,11 @@ def deploy(params: Params, promote: bool = True) -> Outcome:
     existing = _existing_version(client, name, candidate.run_id, commit)
     if existing is not None:
         version = str(existing.version)
-        if version == champion_version(client, name):
+        current = registry.aliases(client, name)
+        if version in (current.get(to), current.get(registry.CHAMPION)):
+            where = to if current.get(to) == version else registry.CHAMPION
             return Outcome(
-                Action.NOTHING, version, f"version {version} of {name} is already the champion: nothing to do", None
+                Action.NOTHING, version, f"version {version} of {name} is already the {where}: nothing to do", None
             )
         if existing.tags.get(registry.ROLLED_BACK_TAG) == "true":
             raise DeployError(
@@ -125,21 +135,24 @@ def deploy(params: Params, promote: bool = True) -> Outcome:
         return Outcome(Action.REFUSED, None, f"{GateRefused(result)}; registry unchanged", result)
 
     if existing is None:
-        created = registry.register(
-            client,
-            name,
-            candidate.model_uri,
-            candidate.run_id,
-            render.version_tags(params, result, commit),
-            render.model_card(params, result, commit),
-        )
+        tag = scores_tag(params)
+        if candidate.predictions is not None:
+            client.log_text(candidate.run_id, candidate.predictions, predictions_artifact(tag))
+        tags = {**render.version_tags(params, result, commit), tag: json.dumps(candidate.metrics)}
+        card = render.model_card(params, result, commit)
+        created = registry.register(client, name, candidate.model_uri, candidate.run_id, tags, card, VIA)
         version, done = str(created.version), "registered"
     else:
         version, done = str(existing.version), "already registered"
-    if not promote:
-        message = f"version {version} of {name} {done} as {registry.CHALLENGER}"
+    registry.move(client, name, {registry.STAGING: version}, VIA, f"the gate {render.gate_summary(result)}")
+    if to == registry.STAGING:
+        message = f"version {version} of {name} {done} and moved to {registry.STAGING}"
         return Outcome(Action.REGISTERED, version, message, result)
-    registry.promote(client, name, version)
+    if to == registry.CHALLENGER:
+        registry.start_canary(client, name, version, VIA, "passed the gate: canary")
+        message = f"version {version} of {name} {done} and serving as {registry.CHALLENGER} (canary)"
+        return Outcome(Action.REGISTERED, version, message, result)
+    registry.promote(client, name, version, VIA, "passed the gate: promoted without a canary")
     return Outcome(
         Action.PROMOTED, version, f"version {version} of {name} {done} and promoted to {registry.CHAMPION}", result
     )

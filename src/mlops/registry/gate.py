@@ -58,7 +58,7 @@ class Verdict:
 
 
 def metric_value(metrics: dict, metric: str) -> float | None:
-    """The number at a dotted key of nested metrics (per_class.fresh.f1), or None."""
+    """The number at a dotted key of nested metrics (per_class.LABEL.f1), or None."""
     value: object = metrics
     for part in metric.split("."):
         if not isinstance(value, dict) or part not in value:

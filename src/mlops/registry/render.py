@@ -104,8 +104,9 @@ def model_card(params: Params, result: GateResult, commit: str) -> str:
             "",
             prose.strip(),
             "",
-            f"**Data**: `{params.data.path}` (DVC md5 {tracking.data_version()}), split by "
-            f"`{params.data.group_column}` so no group spans two splits; rows: {split_sizes or 'unknown'}.",
+            f"**Data**: `{params.data.path}` (DVC md5 {tracking.data_version()}), split "
+            + (f"by `{params.data.group_column}`, no group in two splits" if params.data.group_column else "by row")
+            + f"; rows: {split_sizes or 'unknown'}.",
             f"Trained at commit `{commit}` with params hash `{params_hash(params)}`.",
             "",
             "**Metrics** on the test split, with 95% bootstrap intervals over its rows (the change against the "

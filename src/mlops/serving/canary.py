@@ -249,8 +249,8 @@ def analyze(prometheus_url: str, params: CanaryParams) -> Analysis:
     return decide(collect(prometheus_url, params.window), params)
 
 
-def apply(analysis: Analysis, client: MlflowClient, name: str) -> str:
-    """Move the registry aliases as the verdict says; what was done, as one sentence."""
+def apply(analysis: Analysis, client: MlflowClient, name: str, via: str) -> str:
+    """Move the registry aliases as the verdict says (recorded in the alias history); what was done, as one sentence."""
     from mlops.registry import registry  # MLflow is slow to import: only when the registry is used
 
     if analysis.decision is Decision.HOLD:
@@ -262,10 +262,11 @@ def apply(analysis: Analysis, client: MlflowClient, name: str) -> str:
             f"the registry's challenger for {name!r} is version {registered} but the server served version "
             f"{served} in the window: wait for the server to reload the alias and analyze again"
         )
+    why = f"canary {analysis.decision.value} over {analysis.window}: {analysis.reason}"
     if analysis.decision is Decision.PROMOTE:
-        registry.promote(client, name, served)
+        registry.promote(client, name, served, via, why)
         return f"promoted version {served} of {name!r} to champion"
-    registry.retire_challenger(client, name)
+    registry.retire_challenger(client, name, via, why)
     return f"removed the challenger alias from version {served} of {name!r}: the champion serves all traffic"
 
 
