@@ -3,7 +3,8 @@
 The report's cost does not depend on the model, only on the size of what the pipeline wrote: so a throwaway
 copy of the repository gets, on main and on a pull-request branch, the evaluate/ outputs the default
 params produce (the real default test split, curves thinned as `mlops evaluate` thins them, a 5-epoch
-history), from scored-at-random predictions instead of a trained model. The branch also changes a param.
+history, per-row predictions, so the paired bootstrap of every headline metric runs), from scored-at-random
+predictions instead of a trained model. The branch also changes a param.
 The peer, measured in the same run on the same two commits, is `dvc metrics diff main`.
 
     python bench/bench_report.py
@@ -24,6 +25,7 @@ import pandas as pd
 import yaml
 
 from common import BIN, ENV, copy_repository, sh
+from mlops import predictions
 from mlops.config import load_params
 from mlops.ml import evaluate as evaluate_lib
 from mlops.ml.data import describe, encode_labels, load_splits
@@ -45,6 +47,9 @@ def write_outputs(project: Path, seed: int) -> None:
     y_true = encode_labels(splits.test["label"], labels)
     rng = np.random.default_rng(seed)
     probabilities = rng.dirichlet(np.ones(len(labels)), size=len(y_true))
+    texts = splits.test["text"].tolist()
+    scored = {"": probabilities, predictions.BASELINE_PREFIX: probabilities}
+    rows = predictions.table(predictions.row_keys(texts), labels, y_true, scored)
     metrics = evaluate_lib.classification_metrics(y_true, probabilities, labels)
     metrics.update({"model_size_mb": 17.2, "latency_p50_ms": 4.1, "latency_p95_ms": 6.3})
     metrics["baseline"] = {key: metrics[key] for key in ("accuracy", "macro_f1", "roc_auc", "log_loss")}
@@ -52,6 +57,7 @@ def write_outputs(project: Path, seed: int) -> None:
     plots = project / "evaluate" / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     (project / "evaluate" / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (project / "evaluate" / "predictions.csv").write_text(predictions.to_csv(rows))
     for name, frame in evaluate_lib.curves(y_true, probabilities, labels).items():
         frame.round(4).to_csv(plots / f"{name}.csv", index=False)
     epochs = params.train.epochs

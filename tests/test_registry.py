@@ -1,7 +1,9 @@
 """The gate, the registry on aliases and rollback, against a real sqlite store and a real `mlflow server` on PostgreSQL.
 
 Candidates are real MLflow runs of the tiny trained model; a "worse" one is the same model with its classifier
-negated (it predicts the opposite class, so it scores below the original on the same test split).
+negated (it predicts the opposite class, so it scores below the original on the same test split), and a clearly
+worse one is also made confident (its log loss rises far beyond the margin: significant even on the tiny split,
+where the accuracy drop of a near-chance model is not).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ NAME = tiny_params()["tracking"]["registered_model"]
 GATE = {
     "minimum": {"accuracy": 0.0, "macro_f1": 0.0},
     "maximum": {"model_size_mb": 50.0, "latency_p95_ms": 1000.0},
-    "max_regression": {"accuracy": 0.01, "macro_f1": 0.01},
+    "max_regression": {"accuracy": 0.01, "macro_f1": 0.01, "log_loss": 0.05},
 }
 
 
@@ -46,21 +48,21 @@ def copy_project(pipeline_project: Path, target: Path) -> Path:
     return target
 
 
-def negate_classifier(model_dir: Path) -> None:
+def negate_classifier(model_dir: Path, confidence: float = 1.0) -> None:
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)
     with torch.no_grad():
-        model.classifier.weight.neg_()
-        model.classifier.bias.neg_()
+        model.classifier.weight.mul_(-confidence)
+        model.classifier.bias.mul_(-confidence)
     model.save_pretrained(model_dir)
 
 
-def new_candidate(project: Path, negate: bool = False) -> str:
+def new_candidate(project: Path, negate: bool = False, confidence: float = 1.0) -> str:
     """What `dvc repro` does on a new commit: a tracked training run (here the same weights, optionally
     negated) and its evaluation in the current tracking store; returns the run id."""
     params = load_params(project / "params.yaml")
     with contextlib.chdir(project):
         if negate:
-            negate_classifier(paths.MODEL_DIR)
+            negate_classifier(paths.MODEL_DIR, confidence)
         history = json.loads(paths.HISTORY_FILE.read_text())
         logged = tracking.log_training(params, history, paths.MODEL_DIR, ["a fine film"])
         paths.RUN_FILE.write_text(json.dumps(logged.to_json()))
@@ -140,15 +142,15 @@ def test_promote_better_refuse_worse_and_roll_back(project: Path, store: str) ->
     assert second.gate.candidate["accuracy"] > second.gate.champion["accuracy"]
     assert registry.aliases(client, name) == {"dev": "2", "staging": "2", "champion": "2", "previous-champion": "1"}
 
-    # A worse model is refused with its reasons, and nothing in the registry changes.
-    new_candidate(project, negate=True)
+    # A clearly worse model is refused with its reasons, and nothing in the registry changes.
+    new_candidate(project, negate=True, confidence=20.0)
     before = snapshot(client, name)
     with inside(project) as params:
         refused = deploy.deploy(params)
     assert refused.refused and refused.version is None
     failed = {(check.metric, check.rule) for check in refused.gate.verdict.failures}
-    assert ("accuracy", "no significant regression") in failed
-    assert "accuracy" in refused.message and "breaks no significant regression" in refused.message
+    assert ("log_loss", "no significant regression") in failed
+    assert "log_loss" in refused.message and "breaks no significant regression" in refused.message
     assert snapshot(client, name) == before
 
     # Rollback restores the previous champion; a second rollback has nothing to restore.

@@ -48,20 +48,29 @@ def compare(base_text: Table | str | None, new_text: Table | str | None, base_na
     new, why_not = _table(new_text, "the workspace")
     if new is None:
         return Headline(note=why_not, unscored=unscored)
-    intervals = {name: stats.interval(scorer, new.model) for name, scorer in scorers.items()}
     base, why_not = _table(base_text, base_name)
+    pairing = pair(base, new) if base is not None else None
+    if pairing is not None and pairing.paired:
+        both = {name: stats.paired(scorer, pairing.base, pairing.new) for name, scorer in scorers.items()}
+        return Headline(
+            differences={name: difference for name, (_, difference) in both.items()},
+            intervals={name: interval for name, (interval, _) in both.items()},
+            mcnemar=stats.mcnemar(pairing.base, pairing.new),
+            paired=True,
+            rows=len(pairing.new),
+            unscored=unscored,
+        )
+    intervals = {name: stats.interval(scorer, new.model) for name, scorer in scorers.items()}
     if base is None:
         return Headline(intervals=intervals, note=why_not, unscored=unscored)
-    pairing = pair(base, new)
     if pairing is None:
         note = f"{base_name}'s predictions are for other labels ({', '.join(base.labels)})"
         return Headline(intervals=intervals, note=note, unscored=unscored)
-    difference = stats.paired_difference if pairing.paired else stats.unpaired_difference
     return Headline(
-        differences={name: difference(scorer, pairing.base, pairing.new) for name, scorer in scorers.items()},
+        differences={
+            name: stats.unpaired_difference(scorer, pairing.base, pairing.new) for name, scorer in scorers.items()
+        },
         intervals=intervals,
-        mcnemar=stats.mcnemar(pairing.base, pairing.new) if pairing.paired else None,
-        paired=pairing.paired,
         rows=len(pairing.new),
         note=pairing.note,
         unscored=unscored,

@@ -11,6 +11,7 @@ Forkers attach them, or their own, to headline metrics in ``mlops.ml.spec.METRIC
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ Scorer = Callable[[Predictions, np.ndarray], np.ndarray]
 
 
 def _weighted_mean(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
-    return weights @ values / weights.sum(axis=1)
+    return weights @ values.astype(weights.dtype) / weights.sum(axis=1)
 
 
 def accuracy(predictions: Predictions, weights: np.ndarray) -> np.ndarray:
@@ -58,8 +59,8 @@ def macro_f1(predictions: Predictions, weights: np.ndarray) -> np.ndarray:
     classes = np.arange(predictions.probabilities.shape[1])
     actual = (predictions.labels[:, None] == classes).astype(float)
     predicted = (predictions.predicted[:, None] == classes).astype(float)
-    true_positives = weights @ (actual * predicted)
-    denominator = weights @ (actual + predicted)
+    true_positives = weights @ (actual * predicted).astype(weights.dtype)
+    denominator = weights @ (actual + predicted).astype(weights.dtype)
     f1 = np.divide(2 * true_positives, denominator, out=np.zeros_like(denominator), where=denominator > 0)
     return f1.mean(axis=1)
 
@@ -67,16 +68,15 @@ def macro_f1(predictions: Predictions, weights: np.ndarray) -> np.ndarray:
 def _binary_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Weighted ROC-AUC: the chance a drawn positive outscores a drawn negative, ties counting half."""
     order = np.argsort(scores, kind="stable")
-    sorted_scores, sorted_positive, sorted_weights = scores[order], positive[order], weights[:, order]
-    negatives = np.cumsum(sorted_weights * ~sorted_positive, axis=1)
-    # Each row's tie group (equal scores): negatives strictly below it, and negatives level with it.
-    starts = np.searchsorted(sorted_scores, sorted_scores, side="left")
-    ends = np.searchsorted(sorted_scores, sorted_scores, side="right") - 1
-    below = np.where(starts > 0, negatives[:, np.maximum(starts - 1, 0)], 0.0)
-    level = negatives[:, ends] - below
-    positive_weights = sorted_weights * sorted_positive
-    pairs = positive_weights.sum(axis=1) * negatives[:, -1]
-    won = (positive_weights * (below + 0.5 * level)).sum(axis=1)
+    sorted_scores, sorted_positive = scores[order], positive[order]
+    # Rows with equal scores form one group: weights summed per group, groups in ascending score order.
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    sorted_weights = np.take(weights, order, axis=1)
+    negatives = np.add.reduceat(sorted_weights * ~sorted_positive, starts, axis=1)
+    positives = np.add.reduceat(sorted_weights * sorted_positive, starts, axis=1)
+    negatives_below = np.cumsum(negatives, axis=1) - negatives
+    pairs = positives.sum(axis=1) * negatives.sum(axis=1)
+    won = (positives * (negatives_below + 0.5 * negatives)).sum(axis=1)
     return np.divide(won, pairs, out=np.full(len(weights), np.nan), where=pairs > 0)
 
 
@@ -94,10 +94,18 @@ def point(scorer: Scorer, predictions: Predictions) -> float:
     return float(scorer(predictions, np.ones((1, len(predictions))))[0])
 
 
+@functools.lru_cache(maxsize=4)
 def resampling_weights(rows: int, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
-    """One row per bootstrap resample: how often each of ``rows`` rows is drawn (rows draws with replacement)."""
-    rng = np.random.default_rng(seed)
-    return rng.multinomial(rows, np.full(rows, 1 / rows), size=resamples).astype(float)
+    """One row per bootstrap resample: how often each of ``rows`` rows is drawn (rows draws with replacement).
+
+    Cached and read-only: every metric of a comparison is scored on the same resamples (that is what pairs them).
+    """
+    drawn = np.random.default_rng(seed).integers(0, rows, size=(resamples, rows), dtype=np.int32)
+    drawn += np.arange(resamples, dtype=np.int32)[:, None] * rows
+    counts = np.bincount(drawn.ravel(), minlength=resamples * rows).reshape(resamples, rows)
+    weights = counts.astype(np.float32)  # small whole numbers: exact, and half the memory traffic of float64
+    weights.flags.writeable = False
+    return weights
 
 
 def _bounds(values: np.ndarray) -> tuple[float, float]:
@@ -153,13 +161,23 @@ class Difference:
         return Verdict.IMPROVEMENT if (self.change > 0) == higher_is_better else Verdict.REGRESSION
 
 
-def paired_difference(scorer: Scorer, base: Predictions, new: Predictions, resamples: int = RESAMPLES) -> Difference:
-    """Both models scored on the same resamples of the same rows (row i of ``base`` is row i of ``new``)."""
+def paired(
+    scorer: Scorer, base: Predictions, new: Predictions, resamples: int = RESAMPLES
+) -> tuple[Interval, Difference]:
+    """``new``'s own interval and the paired difference, from one scoring of each side on the same resamples
+    (row i of ``base`` is row i of ``new``)."""
     if len(base) != len(new):
         raise ValueError(f"paired predictions need the same rows: {len(base)} and {len(new)}")
     weights = resampling_weights(len(new), resamples)
-    low, high = _bounds(scorer(new, weights) - scorer(base, weights))
-    return Difference(point(scorer, base), point(scorer, new), low, high, paired=True)
+    new_values = scorer(new, weights)
+    new_point, base_point = point(scorer, new), point(scorer, base)
+    low, high = _bounds(new_values - scorer(base, weights))
+    return Interval(new_point, *_bounds(new_values)), Difference(base_point, new_point, low, high, paired=True)
+
+
+def paired_difference(scorer: Scorer, base: Predictions, new: Predictions, resamples: int = RESAMPLES) -> Difference:
+    """Both models scored on the same resamples of the same rows (row i of ``base`` is row i of ``new``)."""
+    return paired(scorer, base, new, resamples)[1]
 
 
 def unpaired_difference(scorer: Scorer, base: Predictions, new: Predictions, resamples: int = RESAMPLES) -> Difference:
