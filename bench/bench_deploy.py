@@ -2,10 +2,13 @@
 
 Works in a throwaway copy of the repository with the default params.yaml. Training does not change what
 deploy costs (the model's size and the test split do), so the default architecture is built untrained
-and the gate lets any untrained model through (minimums 0, any regression allowed). Two deploys are
-timed: the first (no champion: absolute thresholds) and one against a champion (loaded from the
-registry and re-scored on the full test split).
-The peer, measured in the same run, is `mlops evaluate`. Target: deploy at most 20 s.
+and the gate lets any untrained model through (minimums 0, no maximums, any regression allowed). Timed: the first deploy
+(no champion: absolute thresholds); one against a champion on unchanged data (its scores on this test split
+are stored with the version, so it is not re-scored); one against a champion without scores for this split
+(as after a data, split or metric-code change: loaded from the registry and re-scored on the full test split);
+and the same commit again (no-op).
+The peer, measured in the same run, is `mlops evaluate`. Target: deploy against an unchanged-data champion
+at most 10 s.
 
     python bench/bench_deploy.py
 """
@@ -21,7 +24,7 @@ import yaml
 
 from common import BIN, REPO_ROOT, copy_repository, sh, timed
 
-TARGET_SECONDS = 20.0
+TARGET_SECONDS = 10.0
 
 
 def prepare_project(target: Path) -> None:
@@ -30,6 +33,8 @@ def prepare_project(target: Path) -> None:
     params = yaml.safe_load((target / "params.yaml").read_text())
     params["gate"]["minimum"] = {metric: 0.0 for metric in params["gate"]["minimum"]}
     params["gate"]["max_regression"] = {metric: 1.0 for metric in params["gate"]["max_regression"]}
+    # Latency on a busy shared machine must not refuse the model whose deploy is being timed.
+    params["gate"]["maximum"] = {metric: 1e9 for metric in params["gate"]["maximum"]}
     params["train"]["progress_bar"] = False
     (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "init", "-q", "-b", "main", cwd=target)
@@ -68,6 +73,20 @@ def new_candidate(project: Path) -> float:
     return seconds
 
 
+FORGET_CHAMPION_SCORES = """
+from mlflow import MlflowClient
+from mlops.config import load_params
+from mlops.registry.champion import SCORES_TAG_PREFIX
+
+name = load_params().tracking.registered_model
+client = MlflowClient("sqlite:///mlflow.db")
+champion = client.get_model_version_by_alias(name, "champion")
+for tag in champion.tags:
+    if tag.startswith(SCORES_TAG_PREFIX):
+        client.delete_model_version_tag(name, champion.version, tag)
+"""
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-deploy-") as folder:
         project = Path(folder)
@@ -75,7 +94,10 @@ def main() -> None:
         evaluate_first = new_candidate(project)
         first = timed("mlops", "deploy", cwd=project)
         evaluate_second = new_candidate(project)
-        second = timed("mlops", "deploy", cwd=project)
+        stored = timed("mlops", "deploy", cwd=project)
+        new_candidate(project)
+        sh(str(BIN / "python"), "-c", FORGET_CHAMPION_SCORES, cwd=project)
+        rescored = timed("mlops", "deploy", cwd=project)
         again = timed("mlops", "deploy", cwd=project)
         test_rows = json.loads((project / "evaluate" / "metrics.json").read_text())["samples"]["test"]["rows"]
 
@@ -83,15 +105,16 @@ def main() -> None:
     rows = [
         ("mlops evaluate (peer)", evaluate_seconds),
         ("mlops deploy, first model (no champion)", first),
-        ("mlops deploy, against a champion (re-scores it)", second),
+        ("mlops deploy, against a champion, unchanged data", stored),
+        ("mlops deploy, against a champion, split changed (re-scores)", rescored),
         ("mlops deploy, same commit again (no-op)", again),
     ]
     print(f"default model, sqlite registry, test split {test_rows} rows; target: deploy <= {TARGET_SECONDS:.0f} s")
-    print(f"{'step':<52} {'seconds':>8} {'x evaluate':>11}")
+    print(f"{'step':<60} {'seconds':>8} {'x evaluate':>11}")
     for label, seconds in rows:
-        print(f"{label:<52} {seconds:>8.2f} {seconds / evaluate_seconds:>11.2f}")
-    slowest = max(first, second, again)
-    print(f"slowest deploy {slowest:.2f} s: {'within' if slowest <= TARGET_SECONDS else 'OVER'} the target")
+        print(f"{label:<60} {seconds:>8.2f} {seconds / evaluate_seconds:>11.2f}")
+    verdict = "within" if stored <= TARGET_SECONDS else "OVER"
+    print(f"deploy against an unchanged-data champion {stored:.2f} s: {verdict} the target")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from mlops import pyfunc
 from mlops.config import Params, TrackingParams, flatten
 from mlops.errors import MlopsError
 from mlops.pyfunc import TEXT_COLUMN
+from mlops.registry import store
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 MODEL_ARTIFACT = "model"
@@ -145,6 +146,7 @@ def connect(*, create: bool = False, writes: bool = False) -> str:
     elif "://" in uri and not uri.startswith(("file:", "databricks")):
         _check_database(uri)
     mlflow.set_tracking_uri(uri)
+    store.prepare(uri)
     try:
         mlflow.search_experiments(max_results=1)
     except Exception as error:  # MLflow raises many types for one cause: the store is unusable
@@ -209,6 +211,10 @@ def _wandb_run(settings: TrackingParams, run_id: str, config: dict | None = None
 def log_training(params: Params, history: list[dict[str, float]], model_dir: Path, examples: list[str]) -> RunInfo:
     """One MLflow run: params, lineage tags, per-epoch metrics and the model as a pyfunc."""
     uri = connect(create=True, writes=True)
+    location = store.artifact_location(uri)  # a sqlite store keeps its artifacts beside it, in mlartifacts/
+    if location is not None and mlflow.get_experiment_by_name(params.tracking.experiment) is None:
+        with contextlib.suppress(mlflow.exceptions.MlflowException):  # another process created it meanwhile
+            mlflow.create_experiment(params.tracking.experiment, artifact_location=location)
     mlflow.set_experiment(params.tracking.experiment)
     flat_params = flatten(params)
     with mlflow.start_run() as run:
