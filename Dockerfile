@@ -17,7 +17,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # The CPU-only torch wheel first (a few hundred MB instead of several GB with CUDA); keep the version
-# in step with TORCH_VERSION in the Makefile. Its own layer, so code changes do not re-download it.
+# in step with torch in requirements.in. Its own layer, so code changes do not re-download it.
 ARG TORCH_VERSION=2.13.0
 RUN pip install torch==${TORCH_VERSION} --index-url https://download.pytorch.org/whl/cpu
 

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -24,17 +23,15 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import BIN, REPO_ROOT
+from needs import need
 from servers import free_port
 
 MONITORING = REPO_ROOT / "monitoring"
 RULES = MONITORING / "rules" / "alerts.yml"
-PROMETHEUS = shutil.which("prometheus")
-ALERTMANAGER = shutil.which("prometheus-alertmanager")
-needs_prometheus = pytest.mark.skipif(
-    PROMETHEUS is None or ALERTMANAGER is None, reason="prometheus and prometheus-alertmanager: run .ci/system-deps"
-)
+needs_prometheus = pytest.mark.needs("prometheus", "alertmanager")
 
 T = TypeVar("T")
 
@@ -110,7 +107,7 @@ def prometheus(
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port()
     command = [
-        str(PROMETHEUS),
+        need("prometheus"),
         f"--config.file={workdir / 'prometheus.yml'}",
         f"--storage.tsdb.path={workdir / 'tsdb'}",
         f"--web.listen-address=127.0.0.1:{port}",
@@ -133,7 +130,7 @@ def alertmanager(workdir: Path, webhook: str) -> Iterator[str]:
     (workdir / "alertmanager.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port()
     command = [
-        str(ALERTMANAGER),
+        need("alertmanager"),
         f"--config.file={workdir / 'alertmanager.yml'}",
         f"--storage.path={workdir / 'alertmanager'}",
         f"--web.listen-address=127.0.0.1:{port}",
@@ -198,6 +195,31 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
         thread.join(timeout=5)
 
 
+def _matching(metrics_text: str, name: str, labels: dict[str, str]) -> list[float]:
+    return [
+        found.value
+        for family in text_string_to_metric_families(metrics_text)
+        for found in family.samples
+        if found.name == name and all(found.labels.get(key) == value for key, value in labels.items())
+    ]
+
+
+def sample(metrics_text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of a Prometheus exposition matching a name and labels.
+
+    Fails the test when no sample matches: a removed (or never created) series is not a series at 0.
+    """
+    values = _matching(metrics_text, name, labels)
+    if not values:
+        pytest.fail(f"no series {name}{labels} in the exposition (removed, or never created)")
+    return sum(values)
+
+
+def series_absent(metrics_text: str, name: str, **labels: str) -> bool:
+    """No sample matches: the series was removed or never created (unlike one that is 0)."""
+    return not _matching(metrics_text, name, labels)
+
+
 def query(prometheus_url: str, promql: str) -> list[dict]:
     """An instant query's result; fails the test when Prometheus rejects it."""
     body = httpx.get(f"{prometheus_url}/api/v1/query", params={"query": promql}, timeout=10).json()
@@ -211,7 +233,7 @@ def firing(prometheus_url: str, alertname: str) -> list[dict]:
     return [alert for alert in alerts if alert["labels"]["alertname"] == alertname and alert["state"] == "firing"]
 
 
-REVIEWS = [
+SAMPLE_TEXTS = [
     "A warm, funny film with a terrific cast.",
     "Dull, overlong and badly acted.",
     "The best thriller of the year, tense from start to finish.",
@@ -219,6 +241,27 @@ REVIEWS = [
     "Charming if slight; the kids will love it.",
     "A mess of a script rescued by nothing.",
 ]
+
+
+class FeedbackClient:
+    """Drives `mlops serve` like its users: predictions, and the true label for each answered one."""
+
+    def __init__(self, server: str) -> None:
+        self.server = server
+        self.http = httpx.Client(timeout=30)
+        self.sent = 0
+
+    def predict_and_confirm(self, requests: int) -> None:
+        """``requests`` predictions with feedback confirming each answered one (so accuracy is 100%)."""
+        for _ in range(requests):
+            self.sent += 1
+            text = SAMPLE_TEXTS[self.sent % len(SAMPLE_TEXTS)]
+            response = self.http.post(f"{self.server}/predict", json={"text": text, "key": f"user-{self.sent}"})
+            if response.status_code == 200:
+                answer = response.json()
+                label = answer["predictions"][0]["label"]
+                feedback = {"request_id": answer["request_id"], "label": label}
+                self.http.post(f"{self.server}/feedback", json=feedback).raise_for_status()
 
 
 def set_fault(server_url: str, variant: str, error_rate: float = 0.0, delay_ms: float = 0.0) -> None:
@@ -233,7 +276,7 @@ def set_fault(server_url: str, variant: str, error_rate: float = 0.0, delay_ms: 
 
 @contextlib.contextmanager
 def traffic(server_url: str, workers: int = 6, pause: float = 0.1) -> Iterator[None]:
-    """Background clients posting reviews (each request a new routing key) until the context exits.
+    """Background clients posting texts (each request a new routing key) until the context exits.
 
     Each worker pauses between requests, so the load stays modest on a shared machine.
     """
@@ -243,7 +286,7 @@ def traffic(server_url: str, workers: int = 6, pause: float = 0.1) -> Iterator[N
         with httpx.Client(timeout=30) as client:
             sent = 0
             while not stop.is_set():
-                text = REVIEWS[sent % len(REVIEWS)]
+                text = SAMPLE_TEXTS[sent % len(SAMPLE_TEXTS)]
                 with contextlib.suppress(httpx.HTTPError):
                     client.post(f"{server_url}/predict", json={"text": text, "key": f"{number}-{sent}"})
                 sent += 1

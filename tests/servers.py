@@ -21,8 +21,28 @@ import httpx
 import psycopg2
 import pytest
 
+from needs import need
+
 BIN = Path(sys.executable).parent
 POSTGRES_USER = "postgres"
+
+
+def sqlite_registry(folder: Path) -> str:
+    """A tracking URI for a fresh, real MLflow sqlite store in ``folder``, ready in a fraction of a second.
+
+    Creating the tables takes MLflow seconds, so the first call per MLflow version builds an empty store in
+    the system temp dir and every call copies it (what makes registry unit tests fast enough to run per mutant).
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    template = Path(tempfile.gettempdir()) / f"mlops-tests-empty-mlflow-{mlflow.__version__}.db"
+    if not template.exists():
+        building = template.with_suffix(f".{os.getpid()}.db")
+        MlflowClient(f"sqlite:///{building}").search_experiments()  # creates and migrates the tables
+        building.replace(template)  # atomic: a concurrent run sees no file or a whole one
+    shutil.copy(template, folder / "mlflow.db")
+    return f"sqlite:///{folder / 'mlflow.db'}"
 
 
 def free_port() -> int:
@@ -33,10 +53,7 @@ def free_port() -> int:
 
 def postgres_bin(program: str) -> Path:
     """A PostgreSQL server program from the Debian package (newest major version installed)."""
-    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{program}"), key=lambda path: int(path.parts[-3]))
-    if not found:
-        pytest.fail(f"PostgreSQL's {program} is not installed: run `make system-deps` (Debian package postgresql)")
-    return found[-1]
+    return Path(need("postgresql")) / program
 
 
 def _as_postgres(command: list[str]) -> list[str]:

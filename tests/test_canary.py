@@ -17,7 +17,7 @@ from mlops.config import CanaryParams
 from mlops.registry import registry
 from mlops.serving import canary
 from mlops.serving.canary import Decision, VariantStats
-from monitoring_stack import REVIEWS, mlops_serve, needs_prometheus, prometheus, query, set_fault, wait_for
+from monitoring_stack import FeedbackClient, mlops_serve, needs_prometheus, prometheus, query, set_fault, wait_for
 from servers import free_port
 
 PARAMS = CanaryParams(
@@ -117,7 +117,7 @@ def test_apply_refuses_when_the_registry_challenger_is_not_the_version_served(tm
     client.set_registered_model_alias("model", registry.CHALLENGER, "3")
     analysis = decide(stats(versions=("2",)))
     with pytest.raises(canary.CanaryError, match="challenger for 'model' is version 3 but the server served version 2"):
-        canary.apply(analysis, client, "model")
+        canary.apply(analysis, client, "model", "the test")
     assert registry.aliases(client, "model") == {"champion": "1", "challenger": "3"}
 
 
@@ -155,28 +155,7 @@ LIVE_PARAMS = {
 }
 
 
-class Client:
-    """Drives `mlops serve` like its users: predictions, and the true label for each answered one."""
-
-    def __init__(self, server: str) -> None:
-        self.server = server
-        self.http = httpx.Client(timeout=30)
-        self.sent = 0
-
-    def predict_and_confirm(self, requests: int) -> None:
-        """``requests`` predictions with feedback confirming each answered one (so accuracy is 100%)."""
-        for _ in range(requests):
-            self.sent += 1
-            text = REVIEWS[self.sent % len(REVIEWS)]
-            response = self.http.post(f"{self.server}/predict", json={"text": text, "key": f"user-{self.sent}"})
-            if response.status_code == 200:
-                answer = response.json()
-                label = answer["predictions"][0]["label"]
-                feedback = {"request_id": answer["request_id"], "label": label}
-                self.http.post(f"{self.server}/feedback", json=feedback).raise_for_status()
-
-
-def scraped_all(prometheus_url: str, client: Client) -> bool:
+def scraped_all(prometheus_url: str, client: FeedbackClient) -> bool:
     """Prometheus has scraped every request sent so far."""
     result = query(prometheus_url, "sum(mlops_requests_total)")
     return bool(result) and float(result[0]["value"][1]) >= client.sent
@@ -199,17 +178,21 @@ def test_hold_then_roll_back_then_promote_against_a_live_server(pipeline_project
     logged = json.loads((pipeline_project / "models" / "run.json").read_text())
     registry_client = MlflowClient(store)
     for description in ("the champion", "the challenger"):
-        version = registry.register(registry_client, name, logged["model_uri"], logged["run_id"], {}, description)
+        version = registry.register(
+            registry_client, name, logged["model_uri"], logged["run_id"], {}, description, "the test"
+        )
         if description == "the champion":
-            registry.promote(registry_client, name, version.version)
-    assert registry.aliases(registry_client, name) == {"champion": "1", "challenger": "2"}
+            registry.promote(registry_client, name, version.version, "the test", "set-up")
+        else:
+            registry.start_canary(registry_client, name, version.version, "the test", "set-up")
+    assert registry.aliases(registry_client, name) == {"champion": "1", "challenger": "2", "dev": "2"}
 
     serve_env = {"MLFLOW_TRACKING_URI": store}
     with (
         mlops_serve(tmp_path, tmp_path / "params.yaml", env=serve_env) as server,
         prometheus(tmp_path, server.removeprefix("http://")) as prometheus_url,
     ):
-        client = Client(server)
+        client = FeedbackClient(server)
 
         # Hold: a handful of requests is no evidence; --apply leaves the registry alone.
         client.predict_and_confirm(6)
@@ -218,7 +201,7 @@ def test_hold_then_roll_back_then_promote_against_a_live_server(pipeline_project
         assert held.returncode == 0, held.stdout + held.stderr
         assert held.stdout.startswith(f"canary verdict over {WINDOW_SECONDS}s: HOLD (fewer than 30 requests")
         assert "hold: the registry is unchanged" in held.stdout
-        assert registry.aliases(registry_client, name) == {"champion": "1", "challenger": "2"}
+        assert registry.aliases(registry_client, name) == {"champion": "1", "challenger": "2", "dev": "2"}
 
         # Roll back: the challenger fails most requests; --apply removes its alias, exit 3.
         set_fault(server, "challenger", error_rate=0.6)
@@ -228,7 +211,7 @@ def test_hold_then_roll_back_then_promote_against_a_live_server(pipeline_project
         assert rolled_back.returncode == canary.ROLL_BACK_EXIT_CODE, rolled_back.stdout + rolled_back.stderr
         assert "ROLL BACK (the challenger is worse on error rate)" in rolled_back.stdout
         assert "removed the challenger alias from version 2" in rolled_back.stdout
-        assert registry.aliases(registry_client, name) == {"champion": "1"}
+        assert registry.aliases(registry_client, name) == {"champion": "1", "dev": "2"}
 
         # Promote: the challenger is fixed and put back; once the failures have left the window,
         # healthy traffic with feedback promotes it.
@@ -244,4 +227,4 @@ def test_hold_then_roll_back_then_promote_against_a_live_server(pipeline_project
         assert promoted.returncode == 0, promoted.stdout + promoted.stderr
         assert f"canary verdict over {WINDOW_SECONDS - 2}s: PROMOTE" in promoted.stdout
         assert "promoted version 2" in promoted.stdout
-        assert registry.aliases(registry_client, name) == {"champion": "2", "previous-champion": "1"}
+        assert registry.aliases(registry_client, name) == {"champion": "2", "previous-champion": "1", "dev": "2"}

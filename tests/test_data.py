@@ -1,106 +1,87 @@
-"""Data behaviour: validation errors, cleaning, and leak-free deterministic splits."""
+"""Data behaviour on data made here: validation errors, cleaning, and leak-free deterministic splits.
+
+These tests bring their own columns, labels and rows, so they hold whatever dataset params.yaml points at;
+the tests of the example's own data file are in tests/test_example_data.py.
+"""
 
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import REPO_ROOT, tiny_params
+from conftest import tiny_params
 from mlops.config import DataParams
 from mlops.ml.data import DataError, describe, load_dataset, load_splits, split_dataset
 
-RAW = REPO_ROOT / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
+LABELS = ["cats", "dogs", "birds"]
+OWN_DATA = {
+    "text_column": "body",
+    "label_column": "topic",
+    "group_column": "thread",
+    "labels": LABELS,
+    "ignore_labels": ["spam"],
+    "test_size": 0.2,
+    "validation_size": 0.1,
+    "max_rows": None,
+}
 
 
 def data_params(path: Path, **changes: object) -> DataParams:
-    return DataParams.model_validate({**tiny_params()["data"], "path": str(path), "max_rows": None, **changes})
+    return DataParams.model_validate({**tiny_params()["data"], **OWN_DATA, "path": str(path), **changes})
 
 
 def write_csv(tmp_path: Path, rows: list[dict]) -> Path:
-    path = tmp_path / "reviews.csv"
+    path = tmp_path / "posts.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
 
 
-def reviews(movies: int = 20, per_movie: int = 6) -> list[dict]:
+def posts(threads: int = 30, per_thread: int = 4) -> list[dict]:
+    """Rows of ``threads`` threads, each thread about one label, the labels in turn."""
     return [
-        {"category": "fresh" if index % 2 else "rotten", "text": f"review {movie}-{index}", "movie_name": f"m{movie}"}
-        for movie in range(movies)
-        for index in range(per_movie)
+        {"topic": LABELS[thread % len(LABELS)], "body": f"post {thread}-{index}", "thread": f"t{thread}"}
+        for thread in range(threads)
+        for index in range(per_thread)
     ]
 
 
-@pytest.fixture(scope="module")
-def real_data() -> pd.DataFrame:
-    if not RAW.exists():
-        pytest.skip("data/ not pulled: run `dvc pull`")
-    return load_dataset(data_params(RAW))
-
-
-def test_the_real_data_is_cleaned(real_data: pd.DataFrame) -> None:
-    assert list(real_data.columns) == ["text", "label", "group"]
-    assert set(real_data["label"]) == {"fresh", "rotten"}
-    assert not real_data["text"].duplicated().any()
-    assert (real_data["text"].str.strip() != "").all()
-    assert len(real_data) > 12000
-
-
-def test_splits_share_no_movie_and_keep_the_label_balance(real_data: pd.DataFrame) -> None:
-    params = data_params(RAW)
-    splits = split_dataset(real_data, params, seed=42)
-    groups = [set(split["group"]) for _, split in splits.items()]
-    assert not groups[0] & groups[1] and not groups[0] & groups[2] and not groups[1] & groups[2]
-    assert sum(len(split) for _, split in splits.items()) == len(real_data)
-    overall = (real_data["label"] == "fresh").mean()
-    for _, split in splits.items():
-        assert abs((split["label"] == "fresh").mean() - overall) < 0.03
-    assert abs(len(splits.test) / len(real_data) - params.test_size) < 0.02
-
-
-def test_splits_are_deterministic(real_data: pd.DataFrame) -> None:
-    params = data_params(RAW)
-    first, second = split_dataset(real_data, params, 42), split_dataset(real_data, params, 42)
-    for (_, a), (_, b) in zip(first.items(), second.items(), strict=True):
-        pd.testing.assert_frame_equal(a, b)
-    assert not split_dataset(real_data, params, 7).test.equals(first.test)
-
-
 def test_describe_counts_rows_and_labels(tmp_path: Path) -> None:
-    splits = load_splits(data_params(write_csv(tmp_path, reviews())), seed=1)
-    counts = describe(splits, ["rotten", "fresh"])
+    splits = load_splits(data_params(write_csv(tmp_path, posts())), seed=1)
+    counts = describe(splits, LABELS)
     assert sum(split["rows"] for split in counts.values()) == 120
-    assert all(split["rows"] == split["rotten"] + split["fresh"] for split in counts.values())
+    assert all(split["rows"] == sum(split[label] for label in LABELS) for split in counts.values())
 
 
 def test_ignored_labels_empty_texts_and_duplicates_are_dropped(tmp_path: Path) -> None:
     rows = [
-        *reviews(2, 2),
-        {"category": "plot", "text": "a synopsis", "movie_name": "m0"},
-        {"category": "fresh", "text": "   ", "movie_name": "m0"},
-        {"category": "fresh", "text": "review 0-1", "movie_name": "m9"},
+        *posts(3, 2),
+        {"topic": "spam", "body": "buy now", "thread": "t0"},
+        {"topic": "cats", "body": "   ", "thread": "t0"},
+        {"topic": "cats", "body": "post 0-1", "thread": "t9"},
     ]
-    frame = load_dataset(data_params(write_csv(tmp_path, rows), ignore_labels=["plot"]))
-    assert len(frame) == 4
+    frame = load_dataset(data_params(write_csv(tmp_path, rows)))
+    assert list(frame.columns) == ["text", "label", "group"]
+    assert len(frame) == 6
 
 
 def test_rows_without_a_group_become_their_own_group(tmp_path: Path) -> None:
-    rows = [{"category": "fresh", "text": "a", "movie_name": ""}, {"category": "rotten", "text": "b", "movie_name": ""}]
+    rows = [{"topic": label, "body": label, "thread": ""} for label in LABELS]
     frame = load_dataset(data_params(write_csv(tmp_path, rows)))
-    assert frame["group"].nunique() == 2
+    assert frame["group"].nunique() == 3
 
 
 @pytest.mark.parametrize(
     ("rows", "expected"),
     [
-        ([{"category": "fresh", "review": "x", "movie_name": "m"}], "has no column 'text'"),
-        ([{"category": "meh", "text": "x", "movie_name": "m"}], "unknown label(s) 'meh'"),
-        ([{"category": "plot", "text": "x", "movie_name": "m"}], "has no usable rows"),
-        ([{"category": "fresh", "text": "x", "movie_name": "m"}], "has no rows labelled 'rotten'"),
+        ([{"topic": "cats", "text": "x", "thread": "t"}], "has no column 'body'"),
+        ([{"topic": "fish", "body": "x", "thread": "t"}], "unknown label(s) 'fish'"),
+        ([{"topic": "spam", "body": "x", "thread": "t"}], "has no usable rows"),
+        ([{"topic": "cats", "body": "x", "thread": "t"}], "has no rows labelled 'dogs', 'birds'"),
     ],
 )
 def test_bad_data_gets_one_clear_line(tmp_path: Path, rows: list[dict], expected: str) -> None:
     with pytest.raises(DataError) as error:
-        load_dataset(data_params(write_csv(tmp_path, rows), ignore_labels=["plot"]))
+        load_dataset(data_params(write_csv(tmp_path, rows)))
     assert expected in str(error.value)
     assert "\n" not in str(error.value)
 
@@ -117,6 +98,53 @@ def test_a_corrupt_file_is_refused(tmp_path: Path) -> None:
         load_dataset(data_params(path))
 
 
-def test_too_few_groups_for_the_splits(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="needs at least 5 groups"):
-        load_splits(data_params(write_csv(tmp_path, reviews(movies=3))), seed=1)
+def test_splits_share_no_group_cover_every_row_and_hold_every_label(tmp_path: Path) -> None:
+    params = data_params(write_csv(tmp_path, posts(threads=60)))
+    frame = load_dataset(params)
+    splits = split_dataset(frame, params, seed=42)
+    groups = [set(split["group"]) for _, split in splits.items()]
+    assert not groups[0] & groups[1] and not groups[0] & groups[2] and not groups[1] & groups[2]
+    assert sum(len(split) for _, split in splits.items()) == len(frame)
+    assert all(set(split["label"]) == set(LABELS) for _, split in splits.items())
+
+
+def test_splits_are_deterministic_and_change_with_the_seed(tmp_path: Path) -> None:
+    params = data_params(write_csv(tmp_path, posts(threads=60)))
+    frame = load_dataset(params)
+    first, second = split_dataset(frame, params, 42), split_dataset(frame, params, 42)
+    for (_, a), (_, b) in zip(first.items(), second.items(), strict=True):
+        pd.testing.assert_frame_equal(a, b)
+    assert not split_dataset(frame, params, 7).test.equals(first.test)
+
+
+def test_without_a_group_column_the_split_is_by_row_and_stratified(tmp_path: Path) -> None:
+    rows = [{"topic": LABELS[index % 3], "body": f"post {index}", "thread": "one thread"} for index in range(150)]
+    params = data_params(write_csv(tmp_path, rows), group_column=None)
+    splits = load_splits(params, seed=1)
+    assert [len(split) for _, split in splits.items()] == [105, 15, 30]
+    for _, split in splits.items():
+        assert split["label"].value_counts().to_dict() == {label: len(split) // 3 for label in LABELS}
+
+
+def test_without_a_group_column_the_column_may_be_absent(tmp_path: Path) -> None:
+    rows = [{"topic": LABELS[index % 3], "body": f"post {index}"} for index in range(60)]
+    assert len(load_splits(data_params(write_csv(tmp_path, rows), group_column=None), seed=1).test) == 12
+
+
+def test_too_few_groups_names_the_group_column_the_sizes_the_counts_and_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as error:
+        load_splits(data_params(write_csv(tmp_path, posts(threads=3))), seed=1)
+    message = str(error.value)
+    assert "the test split (data.test_size 0.2, data.validation_size 0.1) needs at least 5 groups" in message
+    assert "data.group_column 'thread'" in message and "(per label: birds 1, cats 1, dogs 1)" in message
+    assert "set data.group_column: null to split by row" in message and "\n" not in message
+
+
+def test_a_label_with_too_few_groups_for_every_split_is_named_with_the_counts(tmp_path: Path) -> None:
+    rows = [*posts(threads=30), *({"topic": "birds", "body": f"rare {n}", "thread": "rare"} for n in range(2))]
+    rows = [row for row in rows if row["topic"] != "birds" or row["thread"] in {"rare", "t2"}]
+    with pytest.raises(DataError) as error:
+        load_splits(data_params(write_csv(tmp_path, rows)), seed=1)
+    message = str(error.value)
+    assert "has no rows labelled 'birds'" in message
+    assert "birds 2, cats 10, dogs 10" in message and "data.group_column 'thread'" in message

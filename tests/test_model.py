@@ -1,18 +1,27 @@
-"""Model behaviour: building from a config or a local pretrained checkpoint, inference, determinism."""
+"""Model behaviour: building from a config or a local pretrained checkpoint, inference, determinism.
+
+The tests bring their own labels and a small three-label dataset, so they hold whatever data params.yaml names.
+"""
 
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from conftest import REPO_ROOT, tiny_params
+from conftest import tiny_params
 from mlops.config import ModelParams, Params
 from mlops.ml import train as train_lib
-from mlops.ml.data import load_splits
+from mlops.ml.data import encode_labels, load_splits
 from mlops.ml.model import ModelError, TextClassifier, build
 
-LABELS = ["rotten", "fresh"]
-TEXTS = ["a moving, funny film", "dull and far too long", "the cast is great", "a mess"]
+LABELS = ["cats", "dogs", "birds"]
+TEXTS = ["the cat purrs on the mat", "a dog barks at the door", "birds sing in the tree", "a quiet afternoon"]
+WORDS = {
+    "cats": ["purr", "meow", "whiskers", "kitten", "litter"],
+    "dogs": ["bark", "fetch", "leash", "puppy", "kennel"],
+    "birds": ["wing", "nest", "feather", "chirp", "beak"],
+}
 
 
 def model_params(**changes: object) -> ModelParams:
@@ -23,18 +32,18 @@ def test_build_from_config_trains_a_lowercasing_wordpiece_tokenizer() -> None:
     tokenizer, model = build(model_params(), LABELS, TEXTS * 10)
     assert tokenizer("A MOVING film")["input_ids"] == tokenizer("a moving film")["input_ids"]
     assert tokenizer.convert_ids_to_tokens(tokenizer("a film")["input_ids"])[0] == "[CLS]"
-    assert model.config.id2label == {0: "rotten", 1: "fresh"}
+    assert model.config.id2label == dict(enumerate(LABELS))
     assert model.config.hidden_size == 32
     assert model.config.vocab_size == len(tokenizer)
 
 
 def test_a_local_pretrained_checkpoint_is_loaded_with_our_labels(tmp_path: Path) -> None:
-    tokenizer, model = build(model_params(), ["a", "b", "c"], TEXTS * 10)
+    tokenizer, model = build(model_params(), ["a", "b"], TEXTS * 10)
     tokenizer.save_pretrained(tmp_path)
     model.save_pretrained(tmp_path)
     loaded_tokenizer, loaded = build(model_params(pretrained=str(tmp_path)), LABELS, [])
-    assert loaded.config.id2label == {0: "rotten", 1: "fresh"}
-    assert loaded.config.num_labels == 2
+    assert loaded.config.id2label == dict(enumerate(LABELS))
+    assert loaded.config.num_labels == 3
     assert loaded_tokenizer.get_vocab() == tokenizer.get_vocab()
     embeddings = model.bert.embeddings.word_embeddings.weight
     assert np.allclose(loaded.bert.embeddings.word_embeddings.weight.detach(), embeddings.detach())
@@ -53,10 +62,21 @@ def test_text_classifier_refuses_a_folder_without_a_model(tmp_path: Path) -> Non
 
 @pytest.fixture(scope="module")
 def params(tmp_path_factory: pytest.TempPathFactory) -> Params:
-    data = {**tiny_params()["data"], "path": str(REPO_ROOT / "data" / "rotten_tomatoes_corpus_full.csv.bz2")}
-    if not Path(data["path"]).exists():
-        pytest.skip("data/ not pulled: run `dvc pull`")
-    return Params.model_validate(tiny_params(data=data))
+    """Tiny params on 240 made-up posts about three animals, each post of a thread sharing its label."""
+    rng = np.random.default_rng(0)
+    rows = [
+        {
+            "post": " ".join(rng.choice([*WORDS[LABELS[thread % 3]], "the", "a", "is", "very", "my"], size=6)),
+            "animal": LABELS[thread % 3],
+            "thread": f"t{thread}",
+        }
+        for thread in range(60)
+        for _ in range(4)
+    ]
+    path = tmp_path_factory.mktemp("posts") / "posts.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    data = {"path": str(path), "text_column": "post", "label_column": "animal", "group_column": "thread"}
+    return Params.model_validate(tiny_params(data={**data, "labels": LABELS, "ignore_labels": [], "max_rows": None}))
 
 
 def test_training_is_deterministic_and_keeps_the_best_epoch(params: Params, tmp_path: Path) -> None:
@@ -71,11 +91,11 @@ def test_training_is_deterministic_and_keeps_the_best_epoch(params: Params, tmp_
     a, b = TextClassifier(tmp_path / "first"), TextClassifier(tmp_path / "second")
     probabilities = a.predict_proba(texts)
     assert np.array_equal(probabilities, b.predict_proba(texts))
-    assert probabilities.shape == (len(texts), 2)
+    assert probabilities.shape == (len(texts), 3)
     assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
     best = max(first, key=lambda row: row["validation_accuracy"])["validation_accuracy"]
     validation = a.predict_proba(splits.validation["text"].tolist()).argmax(axis=1)
-    truth = splits.validation["label"].map({"rotten": 0, "fresh": 1}).to_numpy()
+    truth = encode_labels(splits.validation["label"], LABELS)
     assert (validation == truth).mean() == pytest.approx(best, abs=1e-6)
 
 
@@ -88,7 +108,7 @@ def test_batched_and_single_predictions_agree(params: Params, tmp_path: Path) ->
     batched = classifier.predict_proba(TEXTS, batch_size=3)
     single = np.vstack([classifier.predict_proba([text]) for text in TEXTS])
     assert np.allclose(batched, single, atol=1e-5)
-    assert classifier.predict_proba([]).shape == (0, 2)
+    assert classifier.predict_proba([]).shape == (0, 3)
 
 
 def test_the_tokenizer_learns_the_same_vocabulary_every_time() -> None:

@@ -15,7 +15,7 @@ import yaml
 from conftest import run
 from monitoring_stack import MONITORING, RULES, needs_prometheus, prometheus, query
 
-pytestmark = needs_prometheus
+pytestmark = [needs_prometheus, pytest.mark.needs("promtool", "amtool")]
 
 DASHBOARD = MONITORING / "grafana" / "dashboards" / "mlops.json"
 # The metric contract with `mlops serve` (src/mlops/serving/metrics.py); histograms add _bucket, _sum, _count.
@@ -59,6 +59,48 @@ def test_every_alert_fires_and_stays_quiet_in_promtool_tests() -> None:
         assert not all(expected), f"no promtool test sees {rule['alert']} stay quiet"
     result = run(["promtool", "test", "rules", *map(str, test_files)], MONITORING)
     assert "SUCCESS" in result.stdout
+
+
+# A number an expression compares against (`> 0.05`, `>= 20`), the only thing a threshold mutation touches.
+THRESHOLD = re.compile(r"(?<=[<>]=\s)[0-9.]+|(?<=[<>]\s)[0-9.]+")
+
+
+def threshold_mutants() -> list:
+    """The rules file with one threshold or `for:` moved 50% up or a third down, each a pytest param named by it."""
+    mutants = []
+    for index, rule in enumerate(alert_rules()):
+        edits = [("expr", match, float(match[0])) for match in THRESHOLD.finditer(rule["expr"])]
+        if "for" in rule:
+            edits.append(("for", re.fullmatch(r"(\d+)m", rule["for"]), float(rule["for"][:-1])))
+        for field, match, value in edits:
+            if value == 0:
+                continue  # "> 0" means "any at all": no nearby value to move it to
+            for factor in (1.5, 1 / 1.5):
+                moved = value * factor
+                new = (
+                    f"{round(moved)}m"
+                    if field == "for"
+                    else (f"{round(moved)}" if value.is_integer() else f"{moved:g}")
+                )
+                text = rule[field]
+                mutated_rule = {**rule, field: text[: match.start(0)] + new + text[match.end(0) :]}
+                groups = yaml.safe_load(RULES.read_text())
+                flat = [r for group in groups["groups"] for r in group["rules"]]
+                flat[index].update(mutated_rule)
+                change = f"{field} {match[0]} -> {new}"
+                mutants.append(pytest.param(yaml.safe_dump(groups, sort_keys=False), id=f"{rule['alert']}: {change}"))
+    return mutants
+
+
+@pytest.mark.parametrize("rules", threshold_mutants())
+def test_promtool_tests_fail_when_a_threshold_or_duration_moves(rules: str, tmp_path: Path) -> None:
+    """The promtool tests feed values just above and just below every threshold, so moving any one of them
+    (the error-rate page from 5% to 7.5% or 3.3%, a traffic floor, a `for:`) fails them."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "alerts.yml").write_text(rules)
+    shutil.copytree(MONITORING / "tests", tmp_path / "tests")
+    result = run(["promtool", "test", "rules", "tests/alerts_test.yml"], tmp_path, check=False)
+    assert result.returncode != 0, "the promtool tests still pass with this change"
 
 
 def test_alerts_route_by_a_known_severity_and_explain_themselves() -> None:

@@ -23,8 +23,7 @@ from transformers import AutoModelForSequenceClassification
 from conftest import git, run, tiny_params, write_params
 from mlops import paths, stages, tracking
 from mlops.config import load_params
-from mlops.registry import deploy, registry
-from mlops.registry.deploy import GateRefused
+from mlops.registry import deploy, registry, render
 from mlops.registry.registry import RegistryError
 from servers import free_port
 
@@ -71,10 +70,12 @@ def new_candidate(project: Path, negate: bool = False) -> str:
 
 
 def snapshot(client: MlflowClient, name: str) -> object:
-    """Everything deploy could change in the registry."""
+    """Everything deploy could change in the registry; None only when the model does not exist."""
     try:
         model = client.get_registered_model(name)
-    except mlflow.exceptions.MlflowException:
+    except mlflow.exceptions.MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise  # a broken store must fail the test, not read as "unchanged"
         return None
     found = client.search_model_versions(f"name = '{name}'")
     return dict(model.aliases), sorted((v.version, sorted(v.tags.items()), v.description) for v in found)
@@ -129,7 +130,7 @@ def test_promote_better_refuse_worse_and_roll_back(project: Path, store: str) ->
     with inside(project) as params:
         first = deploy.deploy(params)
     assert first.version == "1" and not first.gate.verdict.has_champion
-    assert registry.aliases(client, name) == {registry.CHAMPION: "1"}
+    assert registry.aliases(client, name) == {"dev": "1", "staging": "1", "champion": "1"}
 
     # The original model beats the negated champion on the same test split: promoted.
     new_candidate(project, negate=True)  # negating again restores the original weights
@@ -137,24 +138,25 @@ def test_promote_better_refuse_worse_and_roll_back(project: Path, store: str) ->
         second = deploy.deploy(params)
     assert second.version == "2" and second.gate.verdict.passed and second.gate.champion_version == "1"
     assert second.gate.candidate["accuracy"] > second.gate.champion["accuracy"]
-    assert registry.aliases(client, name) == {registry.CHAMPION: "2", registry.PREVIOUS_CHAMPION: "1"}
+    assert registry.aliases(client, name) == {"dev": "2", "staging": "2", "champion": "2", "previous-champion": "1"}
 
     # A worse model is refused with its reasons, and nothing in the registry changes.
     new_candidate(project, negate=True)
     before = snapshot(client, name)
-    with inside(project) as params, pytest.raises(GateRefused) as refused:
-        deploy.deploy(params)
-    failed = {(check.metric, check.rule) for check in refused.value.result.verdict.failures}
-    assert ("accuracy", "no regression") in failed
-    assert "accuracy" in str(refused.value) and "breaks no regression" in str(refused.value)
+    with inside(project) as params:
+        refused = deploy.deploy(params)
+    assert refused.refused and refused.version is None
+    failed = {(check.metric, check.rule) for check in refused.gate.verdict.failures}
+    assert ("accuracy", "no significant regression") in failed
+    assert "accuracy" in refused.message and "breaks no significant regression" in refused.message
     assert snapshot(client, name) == before
 
     # Rollback restores the previous champion; a second rollback has nothing to restore.
-    assert registry.rollback(client, name) == "1"
-    assert registry.aliases(client, name) == {registry.CHAMPION: "1"}
+    assert registry.rollback(client, name, "the test", "worse online") == "1"
+    assert registry.aliases(client, name) == {"dev": "2", "staging": "2", "champion": "1"}
     assert client.get_model_version(name, "2").tags[registry.ROLLED_BACK_TAG] == "true"
     with pytest.raises(RegistryError, match="no previous champion"):
-        registry.rollback(client, name)
+        registry.rollback(client, name, "the test", "again")
 
 
 def test_registered_version_carries_lineage_and_card_and_champion_predicts(project: Path, store: str) -> None:
@@ -163,7 +165,7 @@ def test_registered_version_carries_lineage_and_card_and_champion_predicts(proje
     with inside(project) as params:
         outcome = deploy.deploy(params)
         commit = tracking.git_commit()
-        params_hash = deploy.params_hash(params)
+        params_hash = render.params_hash(params)
     version = MlflowClient(store).get_model_version(name, outcome.version)
     assert version.run_id == run_id
     assert version.tags["git_commit"] == commit
@@ -177,7 +179,7 @@ def test_registered_version_carries_lineage_and_card_and_champion_predicts(proje
     model = mlflow.pyfunc.load_model(f"models:/{name}@{registry.CHAMPION}")
     predicted = model.predict(pd.DataFrame({"text": ["a wonderful, moving film", "dull and far too long"]}))
     assert list(predicted.columns) == ["label", "score"]
-    assert set(predicted["label"]) <= {"rotten", "fresh"} and predicted["score"].between(0, 1).all()
+    assert set(predicted["label"]) <= set(params.data.labels) and predicted["score"].between(0, 1).all()
 
 
 def test_deploy_twice_on_one_commit_creates_one_version(project: Path, store: str) -> None:
@@ -212,18 +214,36 @@ def test_nan_or_missing_metric_is_refused_before_touching_the_registry(project: 
     assert snapshot(MlflowClient(store), name_of(project)) is None
 
 
-def test_register_leaves_a_challenger_that_promote_and_retire_move(project: Path, store: str) -> None:
+def test_a_version_moves_through_the_environments_and_every_move_is_in_the_history(project: Path, store: str) -> None:
     name = name_of(project)
     client = MlflowClient(store)
     new_candidate(project)
-    assert "registered as challenger" in run(["mlops", "register"], project).stdout
-    assert registry.aliases(client, name) == {registry.CHALLENGER: "1"}
-    registry.retire_challenger(client, name)
-    assert registry.aliases(client, name) == {}
+    staged = run(["mlops", "deploy", "--to", "staging"], project).stdout
+    assert "registered and moved to staging" in staged
+    assert registry.aliases(client, name) == {"dev": "1", "staging": "1"}
     result = run(["mlops", "promote"], project, check=False)
-    assert result.returncode == 1 and "has no challenger" in result.stderr
+    assert result.returncode == 1 and "has no challenger version" in result.stderr
+    canary = run(["mlops", "promote", "--to", "challenger", "--why", "approved by the reviewers"], project).stdout
+    assert "version 1 of" in canary and "challenger (canary)" in canary
+    assert registry.aliases(client, name) == {"dev": "1", "staging": "1", "challenger": "1"}
+    registry.retire_challenger(client, name, "the test", "worse on errors")
+    assert registry.aliases(client, name) == {"dev": "1", "staging": "1"}
+    assert client.get_model_version(name, "1").tags[registry.ROLLED_BACK_TAG] == "true"
     assert "version 1 of" in run(["mlops", "promote", "1"], project).stdout
-    assert registry.aliases(client, name) == {registry.CHAMPION: "1"}
+    assert registry.aliases(client, name) == {"dev": "1", "staging": "1", "champion": "1"}
+
+    listing = run(["mlops", "models", "--history"], project).stdout
+    assert "      champion: v1" in listing and "    challenger: -" in listing
+    moves = [(move.alias, move.before, move.after, move.via, move.why) for move in registry.history(client, name)]
+    assert moves == [
+        ("dev", None, "1", "mlops deploy", "registered"),
+        ("staging", None, "1", "mlops deploy", "the gate passed against absolute thresholds (no champion)"),
+        ("challenger", None, "1", "mlops promote", "approved by the reviewers"),
+        ("challenger", "1", None, "the test", "worse on errors"),
+        ("champion", None, "1", "mlops promote", "promoted by hand"),
+    ]
+    assert all(move.by and move.at > 0 for move in registry.history(client, name))
+    assert "mlops promote: approved by the reviewers" in listing
 
 
 def test_clear_errors_for_unknown_model_no_previous_champion_and_unreachable_server(
@@ -231,6 +251,7 @@ def test_clear_errors_for_unknown_model_no_previous_champion_and_unreachable_ser
 ) -> None:
     project = copy_project(pipeline_project, tmp_path / "project")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
+    tracking.connect(create=True)  # an empty store: neither the model nor the run is in it
     for command in (["mlops", "models"], ["mlops", "rollback"], ["mlops", "promote", "1"]):
         result = run(command, project, check=False)
         assert result.returncode == 1

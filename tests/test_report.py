@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from markdown_it import MarkdownIt
 
 from conftest import git, tiny_params, write_params
+from mlops import predictions, stats
 from mlops.config import Params
+from mlops.ml.spec import METRICS
 from mlops.report import diff, write_report
 
 LABELS = ["rotten", "fresh"]
@@ -26,6 +30,7 @@ def make_metrics(**overrides: object) -> dict:
         "macro_f1": 0.78,
         "roc_auc": 0.86,
         "log_loss": 0.45,
+        "accuracy_over_majority": 0.25,
         "per_class": {label: {"precision": 0.8, "recall": 0.8, "f1": 0.8, "support": 50} for label in LABELS},
         "model_size_mb": 10.0,
         "latency_p50_ms": 3.0,
@@ -198,8 +203,8 @@ def test_metrics_with_other_keys_are_compared_where_they_overlap(project: Path) 
     write_results(project, renamed)
     commit_all(project)
     text = report_text()
-    assert metric_row(text, "f1_weighted")[1] == "—" and metric_row(text, "f1_weighted")[4] == "new metric"
-    assert metric_row(text, "roc_auc")[2] == "—" and "only in base" in metric_row(text, "roc_auc")[4]
+    assert metric_row(text, "f1_weighted")[1] == "—" and metric_row(text, "f1_weighted")[5] == "new metric"
+    assert metric_row(text, "roc_auc")[2] == "—" and "only in base" in metric_row(text, "roc_auc")[5]
     assert "The base's metrics have other keys: only in base: `roc_auc`; new: `f1_weighted`." in text
 
 
@@ -214,19 +219,24 @@ def test_plots_in_another_format_count_as_absent(project: Path) -> None:
     assert text.count("    line [") == 2 + 2 + 2  # training: new only (2 lines); ROC and PR: base and new
 
 
-def test_regressions_beyond_the_tolerance_are_flagged(project: Path) -> None:
+def test_without_predictions_headline_regressions_are_judged_by_value_and_the_rest_has_no_verdict(
+    project: Path,
+) -> None:
     git(project, "checkout", "-q", "-b", "feature")
     worse = make_metrics(accuracy=0.75, macro_f1=0.775, log_loss=0.5, latency_p95_ms=9.0)
     worse["baseline"] = {**worse["baseline"], "accuracy": 0.6}
+    worse["per_class"]["fresh"]["recall"] = 0.6
     write_results(project, worse)
     commit_all(project)
     text = report_text()
-    assert metric_row(text, "accuracy")[3:] == ["🔴 ▼ -0.0500", "⚠️ regression"]
-    assert metric_row(text, "macro_f1")[4] == ""  # 0.005 worse: within report.regression_tolerance (0.01)
-    assert metric_row(text, "log_loss")[3:] == ["🔴 ▲ +0.0500", "⚠️ regression"]  # lower is better
-    assert metric_row(text, "latency_p95_ms")[4] == "depends on the machine"  # never flagged
-    assert metric_row(text, "baseline.accuracy")[4] == ""  # the baseline is not the candidate
-    assert "**Regressions beyond 0.01:** `accuracy`, `log_loss`" in text
+    assert metric_row(text, "accuracy")[3:] == ["🔴 ▼ -0.0500", "", "⚠️ regression (no interval)"]
+    assert metric_row(text, "macro_f1")[5] == ""  # 0.005 worse: within report.regression_tolerance (0.01)
+    assert metric_row(text, "log_loss")[3:] == ["🔴 ▲ +0.0500", "", "⚠️ regression (no interval)"]  # lower is better
+    assert metric_row(text, "latency_p95_ms")[5] == "depends on the machine"  # never flagged
+    assert metric_row(text, "baseline.accuracy")[5] == ""  # the baseline is not the candidate
+    assert metric_row(text, "per_class.fresh.recall")[5] == ""  # not a headline metric: no verdict
+    assert "**Significant regressions beyond 0.01:** `accuracy`, `log_loss`" in text
+    assert "by value alone, no intervals: the workspace has no `evaluate/predictions.csv`" in text
 
 
 def test_improvements_are_green_and_the_gate_preview_uses_the_base(project: Path) -> None:
@@ -239,7 +249,7 @@ def test_improvements_are_green_and_the_gate_preview_uses_the_base(project: Path
     text = report_text()
     assert metric_row(text, "accuracy")[3] == "🟢 ▲ +0.0500"
     assert metric_row(text, "latency_p95_ms")[3] == "🟢 ▼ -1.0000"
-    assert "| `accuracy` | no regression | 0.7900 | 0.8500 | ✅ pass |" in text
+    assert "| `accuracy` | no regression | 0.7900 | 0.8500 |  | ✅ pass |" in text
     assert "| `gate.max_regression.macro_f1` | `0.5` | (absent) |" in text
     assert 'x-axis "epoch" [1, 2, 3, 4]' in text  # base (3 epochs) and new (4) overlaid
 
@@ -249,8 +259,8 @@ def test_nan_metrics_show_as_nan_and_fail_the_gate(project: Path) -> None:
     write_results(project, make_metrics(roc_auc=math.nan, accuracy=math.nan))
     commit_all(project)
     text = report_text()
-    assert metric_row(text, "roc_auc")[2:] == ["NaN", "n/a", "⚠️ NaN"]
-    assert "| `accuracy` | minimum | 0.0000 | NaN | ❌ fail |" in text
+    assert metric_row(text, "roc_auc")[2:] == ["NaN", "n/a", "", "⚠️ NaN"]
+    assert "| `accuracy` | minimum | 0.0000 | NaN |  | ❌ fail |" in text
     assert "❌ would not be promoted" in text
 
 
@@ -279,12 +289,16 @@ def test_default_base_is_the_merge_base_or_the_previous_commit_on_main(project: 
     assert diff.resolve_base(None).how == "the previous commit"
 
 
-def test_reproducibility_reproduced_stale_and_unrecorded(project: Path) -> None:
+def test_reproducibility_identical_within_tolerance_stale_and_unrecorded(project: Path) -> None:
     committed = diff.at_revision("HEAD")
-    assert diff.reproducibility(committed, diff.in_workspace(), 0.02).status == "reproduced"
+    assert diff.reproducibility(committed, diff.in_workspace(), 0.02).status == "identical"
 
-    write_results(project, make_metrics(accuracy=0.81, latency_p95_ms=50.0))  # within 0.02; latency ignored
-    assert diff.reproducibility(committed, diff.in_workspace(), 0.02).status == "reproduced"
+    write_results(project, make_metrics(latency_p95_ms=50.0))  # latency measures the machine: ignored
+    assert diff.reproducibility(committed, diff.in_workspace(), 0.02).status == "identical"
+
+    write_results(project, make_metrics(accuracy=0.81))
+    within = diff.reproducibility(committed, diff.in_workspace(), 0.02)
+    assert within.status == "within tolerance" and "accuracy" in within.detail
 
     write_results(project, make_metrics(accuracy=0.7))
     write_lock(project, epochs=4)
@@ -328,3 +342,183 @@ def test_missing_workspace_metrics_is_a_clear_error(project: Path) -> None:
     with pytest.raises(diff.ReportError, match=r"evaluate/metrics.json is missing .*run `dvc repro`"):
         write_report(params(), None, Path("report/report.md"))
     assert not Path("report/report.md").exists()
+
+
+# Per-row predictions: the report's intervals, on synthetic models whose quality is known.
+
+ROWS = 600
+SCORED_MARGINS = {"accuracy": 0.02, "log_loss": 0.03}
+
+
+def write_model(project: Path, skill: float, noise: int, labels: list[str] = LABELS, rows: int = ROWS) -> dict:
+    """evaluate/predictions.csv of a model whose true-class logit is raised by ``skill``, and its metrics."""
+    rng = np.random.default_rng(1000)  # the same rows and labels every time
+    texts = [f"test text {index}" for index in range(rows)]
+    y_true = rng.integers(0, len(labels), rows)
+    logits = np.random.default_rng(noise).normal(size=(rows, len(labels)))
+    logits[np.arange(rows), y_true] += skill
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    scored = {"": probabilities, predictions.BASELINE_PREFIX: probabilities}
+    table = predictions.table(predictions.row_keys(texts), labels, y_true, scored)
+    (project / "evaluate").mkdir(exist_ok=True)
+    (project / "evaluate" / "predictions.csv").write_text(predictions.to_csv(table))
+    model = predictions.read((project / "evaluate" / "predictions.csv").read_text()).model
+    return {name: round(stats.point(METRICS.get(name).scorer, model), 4) for name in METRICS.headline}
+
+
+@pytest.fixture
+def scored_project(project: Path) -> Path:
+    """The project with main's results from a model of known skill, predictions included, and a real gate margin."""
+    write_params(project, tiny_params(train={"epochs": 3}, gate={"max_regression": SCORED_MARGINS}))
+    write_results(project, make_metrics(**write_model(project, skill=2.0, noise=1)))
+    commit_all(project)
+    git(project, "checkout", "-q", "-b", "feature")
+    return project
+
+
+def test_an_unchanged_tree_is_reproduced_identical_and_flags_nothing(scored_project: Path) -> None:
+    Path("README.md").write_text("a change that does not touch the model\n")
+    commit_all(scored_project)
+    text = report_text()
+    assert "**Reproducibility:** ✅ reproduced: identical" in text
+    assert "**Significant regressions beyond 0.01:** none" in text
+    assert f"paired bootstrap over the same {ROWS} test rows" in text
+    for name in METRICS.headline:
+        assert metric_row(text, name)[3:] == ["0", "+0.0000 to +0.0000", "unchanged"]
+    assert "✅ would be promoted" in text
+
+
+def test_a_clearly_worse_model_is_a_significant_regression_and_the_gate_preview_refuses_it(
+    scored_project: Path,
+) -> None:
+    write_results(scored_project, make_metrics(**write_model(scored_project, skill=0.3, noise=2)))
+    commit_all(scored_project)
+    text = report_text()
+    for name in METRICS.headline:
+        assert metric_row(text, name)[5] == "⚠️ significant regression", name
+    assert "**Significant regressions beyond 0.01:** `accuracy`, `macro_f1`, `roc_auc`, `log_loss`" in text
+    assert re.search(r"\| `accuracy` \| no significant regression \| .* \| ❌ fail \|", text)
+    assert re.search(r"\| `log_loss` \| no significant regression \| .* \| ❌ fail \|", text)
+    assert "❌ would not be promoted" in text
+    assert "a significant difference in accuracy at the 5% level" in text
+
+
+def test_a_model_of_the_same_skill_with_another_seed_is_within_noise_and_passes(scored_project: Path) -> None:
+    write_results(scored_project, make_metrics(**write_model(scored_project, skill=2.0, noise=3)))
+    commit_all(scored_project)
+    text = report_text()
+    for name in METRICS.headline:
+        assert metric_row(text, name)[5] == "within noise", name
+    assert "**Significant regressions beyond 0.01:** none" in text
+    assert re.search(r"\| `accuracy` \| no significant regression \| .* \| ✅ pass \|", text)
+    assert "✅ would be promoted" in text
+
+
+def test_other_test_rows_give_unpaired_intervals_and_say_why(scored_project: Path) -> None:
+    write_results(scored_project, make_metrics(**write_model(scored_project, skill=2.0, noise=3, rows=ROWS + 50)))
+    commit_all(scored_project)
+    text = report_text()
+    assert f"unpaired bootstrap: the test rows differ (the base has {ROWS} test rows and the workspace 650)" in text
+    assert metric_row(text, "accuracy")[4].endswith("(unpaired)")
+    assert "McNemar" not in text
+
+
+@pytest.mark.parametrize(
+    ("predictions_text", "note"),
+    [
+        (None, "the base has no `evaluate/predictions.csv`"),
+        ("row,label\n", "the base's `evaluate/predictions.csv` cannot be used (columns missing: predicted)"),
+    ],
+)
+def test_unusable_base_predictions_fall_back_to_values_with_the_reason(
+    project: Path, predictions_text: str | None, note: str
+) -> None:
+    if predictions_text is not None:
+        Path("evaluate/predictions.csv").write_text(predictions_text)
+        commit_all(project)
+    git(project, "checkout", "-q", "-b", "feature")
+    write_results(project, make_metrics(**write_model(project, skill=2.0, noise=1)))
+    commit_all(project)
+    text = report_text()
+    assert f"**Headline changes:** by value alone, no intervals: {note}" in text
+    assert metric_row(text, "accuracy")[4] == ""
+
+
+def test_a_change_of_labels_is_said_first_and_nothing_is_judged_against_the_old_task(scored_project: Path) -> None:
+    three = ["negative", "neutral", "positive"]
+    write_params(
+        scored_project,
+        tiny_params(train={"epochs": 3}, data={"labels": three}, gate={"max_regression": SCORED_MARGINS}),
+    )
+    metrics = make_metrics(**write_model(scored_project, skill=0.1, noise=4, labels=three))
+    metrics["per_class"] = {label: {"precision": 0.3, "recall": 0.3, "f1": 0.3, "support": 200} for label in three}
+    write_results(scored_project, metrics)
+    commit_all(scored_project)
+    text = report_text()
+    banner = next(line for line in text.splitlines() if line.startswith("> ⚠️ **Another task"))
+    assert '`data.labels` ["rotten", "fresh"] → ["negative", "neutral", "positive"]' in banner
+    assert "**Significant regressions beyond 0.01:** none" in text
+    assert not any(line.startswith("| `per_class.rotten.") for line in text.splitlines())
+    assert metric_row(text, "per_class.neutral.f1")[1] == "—"
+    assert "No regression checks: the base is another task or test set" in text
+    assert "no regression |" not in text
+    assert "The base's plots are not comparable" in text
+    assert "grey: base" not in text
+
+
+def ci_results(folder: Path, project: Path, commit: str, metrics: dict) -> None:
+    """What the workflow downloads: main's pipeline results as CI reproduced them."""
+    shutil.copytree(project / "evaluate", folder / "evaluate")
+    shutil.copy(project / "dvc.lock", folder / "dvc.lock")
+    (folder / "evaluate" / "metrics.json").write_text(json.dumps(metrics))
+    run_url = "https://github.com/o/r/actions/runs/7"
+    (folder / "source.json").write_text(json.dumps({"commit": commit, "run_url": run_url, "run_id": 7}))
+
+
+def test_base_results_from_ci_replace_the_committed_ones_and_are_checked_against_them(
+    scored_project: Path, tmp_path: Path
+) -> None:
+    main = git(scored_project, "rev-parse", "main")
+    committed = json.loads(Path("evaluate/metrics.json").read_text())
+    ci_results(tmp_path / "ci", scored_project, main, {**committed, "accuracy": committed["accuracy"] - 0.005})
+    Path("README.md").write_text("docs\n")
+    commit_all(scored_project)
+    written = write_report(params(), None, Path("report/report.md"), tmp_path / "ci")
+    text = written.report.read_text()
+    assert f"against the base `{main[:8]}` (CI's results for main at `{main[:8]}`)" in text
+    assert (
+        f"**Base results:** reproduced by CI on main at `{main[:8]}` ([run](https://github.com/o/r/actions/runs/7))"
+        in text
+    )
+    assert "**Main's committed results against CI's:** ✅ reproduced within tolerance" in text
+    assert metric_row(text, "accuracy")[1] == f"{committed['accuracy'] - 0.005:.4f}"
+
+
+@pytest.mark.parametrize(
+    ("make_folder", "why"),
+    [
+        (lambda folder: None, "does not exist"),
+        (lambda folder: folder.mkdir(), "is empty"),
+        (lambda folder: (folder.mkdir(), (folder / "x").write_text("")), "source.json` is missing or has no commit"),
+    ],
+)
+def test_missing_empty_or_broken_base_results_fall_back_to_the_committed_files(
+    scored_project: Path, tmp_path: Path, make_folder: object, why: str
+) -> None:
+    make_folder(tmp_path / "ci")
+    Path("README.md").write_text("docs\n")
+    commit_all(scored_project)
+    text = write_report(params(), None, Path("report/report.md"), tmp_path / "ci").report.read_text()
+    note = next(line for line in text.splitlines() if line.startswith("- **Note:** CI's results for main are not"))
+    assert why in note and note.endswith("compared with the committed files instead.")
+    assert "**Reproducibility:** ✅ reproduced: identical" in text
+
+
+def test_the_report_command_takes_base_results(scored_project: Path, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "mlops"), "report", "--base-results", str(tmp_path / "absent")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "CI's results for main are not available" in Path("report/report.md").read_text()

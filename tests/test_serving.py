@@ -7,6 +7,7 @@ tiny project; tests/test_serving_e2e.py runs the real `mlops serve` against a re
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import threading
 import time
@@ -16,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import tiny_params
 from mlops.config import Params
@@ -24,18 +24,10 @@ from mlops.serving.app import build_server, create_app
 from mlops.serving.batcher import Batcher
 from mlops.serving.models import ModelSource, ServingError
 from mlops.serving.router import bucket, route
+from monitoring_stack import sample
 
 LIMITS = {"max_items": 4, "max_text_chars": 50}
-
-
-def sample(metrics_text: str, name: str, **labels: str) -> float:
-    """The sum of the samples of a Prometheus exposition matching a name and labels (0 when none)."""
-    return sum(
-        found.value
-        for family in text_string_to_metric_families(metrics_text)
-        for found in family.samples
-        if found.name == name and all(found.labels.get(key) == value for key, value in labels.items())
-    )
+LABELS = tiny_params()["data"]["labels"]
 
 
 def params_with(**serving: object) -> Params:
@@ -190,7 +182,7 @@ def test_predict_answers_one_text_or_a_batch_naming_variant_and_version(client_f
     assert (body["variant"], body["version"]) == ("champion", "v1")
     assert one.headers["x-request-id"] == body["request_id"]
     [prediction] = body["predictions"]
-    assert prediction["label"] in {"rotten", "fresh"} and 0.5 <= prediction["score"] <= 1
+    assert prediction["label"] in LABELS and 1 / len(LABELS) <= prediction["score"] <= 1
 
     batch = client.post("/predict", json={"texts": ["dull", "great fun", "meh"]}).json()
     assert len(batch["predictions"]) == 3
@@ -252,9 +244,9 @@ def test_the_challenger_answers_its_share_of_keys_and_the_same_key_always_gets_t
 
 def test_feedback_scores_each_variant_and_gives_online_accuracy(client_for) -> None:
     client = client_for(challenger=False)
-    answered = [client.post("/predict", json={"text": f"review {n}"}).json() for n in range(4)]
+    answered = [client.post("/predict", json={"text": f"text {n}"}).json() for n in range(4)]
     truths = [answer["predictions"][0]["label"] for answer in answered[:3]]
-    wrong = {"rotten": "fresh", "fresh": "rotten"}[answered[3]["predictions"][0]["label"]]
+    wrong = next(label for label in LABELS if label != answered[3]["predictions"][0]["label"])
     for answer, truth in zip(answered, [*truths, wrong], strict=True):
         response = client.post("/feedback", json={"request_id": answer["request_id"], "label": truth})
         assert response.status_code == 200
@@ -266,10 +258,10 @@ def test_feedback_scores_each_variant_and_gives_online_accuracy(client_for) -> N
     assert sample(metrics, "mlops_feedback_total", variant="champion", correct="false") == 1
 
     first = answered[0]["request_id"]
-    assert client.post("/feedback", json={"request_id": first, "label": "fresh"}).status_code == 409
-    assert client.post("/feedback", json={"request_id": "unknown", "label": "fresh"}).status_code == 404
-    unknown_label = client.post("/feedback", json={"request_id": answered[1]["request_id"], "label": "plot"})
-    assert unknown_label.status_code == 422 and "rotten, fresh" in unknown_label.json()["detail"]
+    assert client.post("/feedback", json={"request_id": first, "label": LABELS[0]}).status_code == 409
+    assert client.post("/feedback", json={"request_id": "unknown", "label": LABELS[0]}).status_code == 404
+    unknown_label = client.post("/feedback", json={"request_id": answered[1]["request_id"], "label": "no such label"})
+    assert unknown_label.status_code == 422 and ", ".join(LABELS) in unknown_label.json()["detail"]
     out_of_range = client.post("/feedback", json={"request_id": answered[1]["request_id"], "label": "x", "index": 3})
     assert out_of_range.status_code == 422 and "out of range" in out_of_range.json()["detail"]
 
@@ -277,8 +269,8 @@ def test_feedback_scores_each_variant_and_gives_online_accuracy(client_for) -> N
 def test_feedback_forgets_the_oldest_requests_beyond_its_window(client_for) -> None:
     client = client_for(challenger=False, feedback_window=2)
     ids = [client.post("/predict", json={"text": "x"}).json()["request_id"] for _ in range(3)]
-    assert client.post("/feedback", json={"request_id": ids[0], "label": "fresh"}).status_code == 404
-    assert client.post("/feedback", json={"request_id": ids[2], "label": "fresh"}).status_code == 200
+    assert client.post("/feedback", json={"request_id": ids[0], "label": LABELS[0]}).status_code == 404
+    assert client.post("/feedback", json={"request_id": ids[2], "label": LABELS[0]}).status_code == 200
 
 
 def test_shadow_mode_scores_the_challenger_on_a_copy_while_the_champion_answers(client_for) -> None:
@@ -301,16 +293,14 @@ def test_shadow_mode_scores_the_challenger_on_a_copy_while_the_champion_answers(
     assert sample(metrics, "mlops_online_accuracy", variant="champion") == 1.0
 
 
-def test_metrics_describe_the_models_and_the_traffic(client_for) -> None:
+def test_metrics_describe_the_models_and_the_traffic(client_for, pipeline_project: Path) -> None:
     client = client_for(challenger=False)
     client.post("/predict", json={"texts": ["abc", "abcdefghijkl"]})
     metrics = client.get("/metrics").text
     assert sample(metrics, "mlops_model_info", variant="champion", version="v1") == 1
-    shares = {
-        label: sample(metrics, "mlops_training_label_share", variant="champion", label=label)
-        for label in ("rotten", "fresh")
-    }
-    assert sum(shares.values()) == pytest.approx(1.0) and all(share > 0 for share in shares.values())
+    shares = {label: sample(metrics, "mlops_training_label_share", variant="champion", label=label) for label in LABELS}
+    trained_on = json.loads((pipeline_project / "evaluate" / "metrics.json").read_text())["samples"]["train"]
+    assert shares == {label: pytest.approx(trained_on[label] / trained_on["rows"]) for label in shares}
     assert sample(metrics, "mlops_input_chars_count", variant="champion") == 2
     assert sample(metrics, "mlops_input_chars_sum", variant="champion") == 15
     assert sample(metrics, "mlops_batch_size_sum", variant="champion") == 2

@@ -14,11 +14,11 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT
+from needs import need
 
 DOCKERFILE = (REPO_ROOT / "Dockerfile").read_text()
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-NGINX = shutil.which("nginx") or next((path for path in ["/usr/sbin/nginx"] if Path(path).exists()), None)
 
 
 def instructions(name: str) -> list[str]:
@@ -40,7 +40,7 @@ def test_the_image_runs_mlops_serve_as_a_non_root_user_with_a_healthcheck() -> N
     assert json.loads(cmd)[json.loads(cmd).index("--port") + 1] == port
     [healthcheck] = instructions("HEALTHCHECK")
     assert f"http://127.0.0.1:{port}/healthz" in healthcheck
-    torch = re.search(r"TORCH_VERSION\s*\?=\s*(\S+)", (REPO_ROOT / "Makefile").read_text())[1]
+    torch = re.search(r"^torch==(\S+)", (REPO_ROOT / "requirements.in").read_text(), re.MULTILINE)[1]
     assert f"ARG TORCH_VERSION={torch}" in DOCKERFILE
     assert "download.pytorch.org/whl/cpu" in DOCKERFILE
 
@@ -101,7 +101,7 @@ def test_compose_grafana_reads_the_prometheus_the_dashboard_expects() -> None:
     assert f'"uid": "{source["uid"]}"' in dashboard
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus): run .ci/system-deps")
+@pytest.mark.needs("promtool")
 def test_compose_prometheus_config_and_rules_pass_promtool(tmp_path: Path) -> None:
     config = yaml.safe_load(compose_content("prometheus"))
     assert [job["job_name"] for job in config["scrape_configs"]] == ["mlops"]
@@ -117,7 +117,6 @@ def test_compose_prometheus_config_and_rules_pass_promtool(tmp_path: Path) -> No
     assert "SUCCESS" in result.stdout and "rules found" in result.stdout
 
 
-@pytest.mark.skipif(NGINX is None, reason="nginx (Debian nginx-light): run .ci/system-deps")
 def test_compose_load_balancer_config_passes_nginx_check(tmp_path: Path) -> None:
     # The service name only resolves inside compose's network; any address checks the rest.
     (tmp_path / "default.conf").write_text(compose_content("load-balancer").replace("model-server:", "127.0.0.1:"))
@@ -125,6 +124,6 @@ def test_compose_load_balancer_config_passes_nginx_check(tmp_path: Path) -> None
         "pid nginx.pid;\nerror_log stderr;\nevents {}\nhttp { include default.conf; }\n"
     )
     result = subprocess.run(
-        [NGINX, "-t", "-p", f"{tmp_path}/", "-c", str(tmp_path / "nginx.conf")], capture_output=True, text=True
+        [need("nginx"), "-t", "-p", f"{tmp_path}/", "-c", str(tmp_path / "nginx.conf")], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr

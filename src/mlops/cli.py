@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+from enum import StrEnum
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated
 
 import typer
 
-from mlops.config import DEFAULT_PARAMS, load_params
-from mlops.errors import MlopsError
+from mlops import determinism
+from mlops.config import DEFAULT_PARAMS, Params, load_params
+from mlops.errors import MlopsError, UsageError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 
@@ -22,13 +25,20 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
+def _stages(settings: Params) -> ModuleType:
+    """The stages module, imported (with torch) only after the CPU kernels are pinned."""
+    determinism.pin_kernels(settings.reproducibility)
+    from mlops import stages
+
+    determinism.confirm_pinned(settings.reproducibility)
+    return stages
+
+
 @app.command()
 def train(params: ParamsOption = DEFAULT_PARAMS) -> None:
     """Train the model on the train split and track the run in MLflow (DVC stage `train`)."""
     settings = load_params(params)
-    from mlops import stages
-
-    run = stages.train(settings)
+    run = _stages(settings).train(settings)
     typer.echo(f"MLflow run {run.run_id}: model logged at {run.model_uri}")
 
 
@@ -36,10 +46,9 @@ def train(params: ParamsOption = DEFAULT_PARAMS) -> None:
 def evaluate(params: ParamsOption = DEFAULT_PARAMS) -> None:
     """Score the model and the baseline on the test split into evaluate/ (DVC stage `evaluate`)."""
     settings = load_params(params)
-    from mlops import stages
+    metrics = _stages(settings).evaluate(settings)
     from mlops.ml.spec import METRICS
 
-    metrics = stages.evaluate(settings)
     baseline = metrics.get("baseline", {})
     typer.echo(
         ", ".join(
@@ -59,13 +68,35 @@ def report(
     out: Annotated[Path, typer.Option("--out", help="The markdown file; PNG plots are written beside it.")] = Path(
         "report/report.md"
     ),
+    base_results: Annotated[
+        Path | None,
+        typer.Option(
+            "--base-results",
+            help="Folder with CI's `pipeline-results` for main (evaluate/, dvc.lock, source.json): the base's "
+            "results instead of the committed ones; missing or empty falls back to the committed files, with a note.",
+        ),
+    ] = None,
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """Write a markdown report comparing the workspace's pipeline results with a base revision."""
     from mlops.report import write_report
 
-    written = write_report(load_params(params), base, out)
+    written = write_report(load_params(params), base, out, base_results)
     typer.echo(f"wrote {written.report} and {len(written.images)} plots, compared with {written.base.how}")
+
+
+@app.command()
+def doctor(params: ParamsOption = DEFAULT_PARAMS) -> None:
+    """List what still refers to the shipped example: data, labels, tracking names, gate, card, README, tests."""
+    from mlops import doctor as doctor_lib
+
+    found = doctor_lib.findings(load_params(params))
+    for line in found:
+        typer.echo(f"- {line}")
+    if found:
+        typer.echo(f"{len(found)} thing(s) still refer to the example (src/mlops/ml/example.py says what it is)")
+        raise typer.Exit(1)
+    typer.echo("nothing refers to the example any more")
 
 
 SummaryOption = Annotated[
@@ -77,84 +108,125 @@ SummaryOption = Annotated[
 @app.command()
 def gate(params: ParamsOption = DEFAULT_PARAMS) -> None:
     """Judge the workspace's model against the thresholds and the champion, re-scored on the same test split."""
+    settings = load_params(params)
+    determinism.pin_kernels(settings.reproducibility)  # the champion is re-scored as evaluate scored the candidate
     from mlops.registry import deploy as deploy_lib
+    from mlops.registry import render
 
-    result = deploy_lib.gate(load_params(params))
-    typer.echo(deploy_lib.gate_table(result))
+    result = deploy_lib.gate(settings)
+    typer.echo(render.gate_table(result))
     if not result.verdict.passed:
         raise deploy_lib.GateRefused(result)
     typer.echo("the gate passed")
 
 
-def _deploy(params: Path, promote: bool, summary: Path | None) -> None:
-    from mlops.registry import deploy as deploy_lib
+class DeployTo(StrEnum):
+    STAGING = "staging"
+    CHALLENGER = "challenger"
+    CHAMPION = "champion"
 
-    try:
-        outcome = deploy_lib.deploy(load_params(params), promote=promote)
-    except deploy_lib.GateRefused as refused:
-        typer.echo(deploy_lib.gate_table(refused.result))
-        if summary:
-            with summary.open("a") as file:
-                file.write(deploy_lib.summary_markdown(refused.result, f"**Refused**: {refused}; registry unchanged."))
-        raise
-    if outcome.gate is not None:
-        typer.echo(deploy_lib.gate_table(outcome.gate))
-    typer.echo(outcome.message)
-    if summary:
-        with summary.open("a") as file:
-            file.write(deploy_lib.summary_markdown(outcome.gate, outcome.message))
+
+class PromoteTo(StrEnum):
+    CHALLENGER = "challenger"
+    CHAMPION = "champion"
 
 
 @app.command()
 def deploy(
     params: ParamsOption = DEFAULT_PARAMS,
-    promote: Annotated[
-        bool, typer.Option("--promote/--no-promote", help="--no-promote leaves the new version as challenger.")
-    ] = True,
+    to: Annotated[
+        DeployTo,
+        typer.Option("--to", help="How far a version that passes the gate goes; challenger is the canary."),
+    ] = DeployTo.CHAMPION,
     summary: SummaryOption = None,
 ) -> None:
-    """Gate the workspace's model, register it (once per run or commit) and promote it to champion."""
-    _deploy(params, promote, summary)
+    """Gate the workspace's model, register it (once per run or commit, as dev), move staging, then --to."""
+    settings = load_params(params)
+    determinism.pin_kernels(settings.reproducibility)  # the champion is re-scored as evaluate scored the candidate
+    from mlops.registry import deploy as deploy_lib
+    from mlops.registry import render
 
-
-@app.command()
-def register(params: ParamsOption = DEFAULT_PARAMS, summary: SummaryOption = None) -> None:
-    """Gate the workspace's model and register it as challenger, without promoting it."""
-    _deploy(params, promote=False, summary=summary)
+    outcome = deploy_lib.deploy(settings, to=to.value)
+    if outcome.gate is not None:
+        typer.echo(render.gate_table(outcome.gate))
+    if summary:
+        headline = f"**Refused**: {outcome.message}." if outcome.refused else outcome.message
+        with summary.open("a") as file:
+            file.write(render.summary_markdown(outcome.gate, headline))
+    if outcome.refused:
+        raise deploy_lib.GateRefused(outcome.gate)
+    typer.echo(outcome.message)
 
 
 @app.command()
 def promote(
-    version: Annotated[str | None, typer.Argument(help="The version to promote; the challenger by default.")] = None,
+    version: Annotated[
+        str | None,
+        typer.Argument(help="The version to move [default: staging's for --to challenger, else the challenger's]."),
+    ] = None,
+    to: Annotated[
+        PromoteTo,
+        typer.Option(
+            "--to", help="challenger starts the canary (what the production Environment guards); champion serves all."
+        ),
+    ] = PromoteTo.CHAMPION,
+    why: Annotated[str, typer.Option("--why", help="Recorded in the alias history.")] = "promoted by hand",
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
-    """Move the champion alias to a version, remembering the replaced champion for rollback."""
+    """Move the challenger (canary) or champion alias to a version; the replaced champion is kept for rollback."""
+    if version is not None:
+        version = _version_number(version)
     from mlops.registry import registry
 
     name = load_params(params).tracking.registered_model
     client = registry.connect()
-    version = version or registry.challenger_version(client, name)
-    registry.promote(client, name, version)
+    if to == registry.CHALLENGER:
+        version = version or registry.version_of(client, name, registry.STAGING, "mlops promote 3 --to challenger")
+        registry.start_canary(client, name, _version_number(version), "mlops promote", why)
+        typer.echo(f"version {version} of {name} is the challenger (canary)")
+        return
+    version = version or registry.version_of(client, name, registry.CHALLENGER, "mlops promote 3")
+    registry.promote(client, name, _version_number(version), "mlops promote", why)
     typer.echo(f"version {version} of {name} is the champion")
 
 
+def _version_number(version: str) -> str:
+    if not (version.isascii() and version.isdigit() and int(version) > 0):
+        raise UsageError(f"{version!r} is not a version number: `mlops models` lists the versions (e.g. 3)")
+    return str(int(version))
+
+
 @app.command()
-def rollback(params: ParamsOption = DEFAULT_PARAMS) -> None:
+def rollback(
+    why: Annotated[str, typer.Option("--why", help="Recorded in the alias history.")] = "rolled back by hand",
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
     """Put the previous champion back (undoes the last promotion)."""
     from mlops.registry import registry
 
     name = load_params(params).tracking.registered_model
-    version = registry.rollback(registry.connect(), name)
+    version = registry.rollback(registry.connect(), name, "mlops rollback", why)
     typer.echo(f"rolled back: version {version} of {name} is the champion again")
 
 
 @app.command()
-def models(params: ParamsOption = DEFAULT_PARAMS) -> None:
-    """List the registered model's versions with their aliases, commit and gate verdict."""
+def models(
+    history: Annotated[bool, typer.Option("--history", help="Also list every alias move, oldest first.")] = False,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Each environment's version, then the versions with their aliases, commit and gate verdict."""
     from mlops.registry import registry
 
     name = load_params(params).tracking.registered_model
-    typer.echo(registry.version_table(registry.connect(), name))
+    client = registry.connect()
+    for finished in registry.finish_interrupted(client, name):
+        typer.echo(f"finished an interrupted move: {finished.line()}", err=True)
+    typer.echo(registry.environments(client, name))
+    typer.echo("")
+    typer.echo(registry.version_table(client, name))
+    if history:
+        typer.echo("")
+        typer.echo("\n".join(move.line() for move in registry.history(client, name)) or "no alias moves recorded")
 
 
 @app.command()
@@ -204,9 +276,29 @@ def canary_analyze(
     if apply:
         from mlops.registry import registry
 
-        typer.echo(canary.apply(analysis, registry.connect(), settings.tracking.registered_model))
+        typer.echo(
+            canary.apply(analysis, registry.connect(), settings.tracking.registered_model, "mlops canary analyze")
+        )
     if analysis.decision is canary.Decision.ROLL_BACK:
         raise typer.Exit(canary.ROLL_BACK_EXIT_CODE)
+
+
+@canary_app.command("watch")
+def canary_watch(
+    prometheus_url: Annotated[
+        str, typer.Option("--prometheus-url", envvar="PROMETHEUS_URL", help="Prometheus scraping `mlops serve`.")
+    ],
+    interval: Annotated[
+        float | None,
+        typer.Option("--interval", help="Seconds between analyses [default: params canary.watch_interval_seconds]."),
+    ] = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Analyze the canary every interval and promote or roll it back, until stopped (the closed loop)."""
+    from mlops.serving import watch
+
+    settings = load_params(params)
+    watch.watch(prometheus_url, settings, interval or settings.canary.watch_interval_seconds)
 
 
 def run() -> None:

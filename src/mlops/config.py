@@ -1,16 +1,20 @@
 """Typed view of params.yaml: the only place parameters are read.
 
-Every section forbids unknown keys, so a typo fails before any work starts
-with one line that names the key.
+Every section forbids unknown keys, and values are strict (no bool for an int, no
+string for a number, no inf or NaN), so a mistake fails before any work starts
+with one line that names the key. Bounds are those the libraries would enforce later.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlops import dotted
 from mlops.errors import MlopsError
@@ -20,6 +24,19 @@ DEFAULT_PARAMS = Path("params.yaml")
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 Share = Annotated[float, Field(ge=0, le=1)]
 PositiveInt = Annotated[int, Field(gt=0)]
+Name = Annotated[str, Field(min_length=1, pattern=r"\S")]
+
+
+def _registered_model_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,255}", name):
+        raise ValueError(
+            f"{name!r} is not a registered model name: use up to 256 letters, digits, spaces, '.', '_' or '-' "
+            "(MLflow refuses '/' and ':'; quotes would break its search filters)"
+        )
+    return name
+
+
+RegisteredModelName = Annotated[str, AfterValidator(_registered_model_name)]
 
 
 class ConfigError(MlopsError):
@@ -27,16 +44,16 @@ class ConfigError(MlopsError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataParams(Section):
     path: Path
-    text_column: str
-    label_column: str
-    group_column: str
-    labels: Annotated[list[str], Field(min_length=2)]
-    ignore_labels: list[str]
+    text_column: Name
+    label_column: Name
+    group_column: Name | None  # None: every row is its own group (a stratified split by row)
+    labels: Annotated[list[Name], Field(min_length=2)]
+    ignore_labels: list[Name]
     test_size: Fraction
     validation_size: Fraction
     max_rows: PositiveInt | None
@@ -52,12 +69,13 @@ class DataParams(Section):
 
 class ModelParams(Section):
     pretrained: str | None
-    vocab_size: Annotated[int, Field(ge=100)]
+    # The tokenizer trainer aborts the process (a Rust allocation failure) near 10**9.
+    vocab_size: Annotated[int, Field(ge=100, le=1_000_000)]
     max_length: Annotated[int, Field(ge=8, le=512)]
-    hidden_size: PositiveInt
-    num_layers: PositiveInt
-    num_heads: PositiveInt
-    intermediate_size: PositiveInt
+    hidden_size: Annotated[int, Field(gt=0, le=8192)]
+    num_layers: Annotated[int, Field(gt=0, le=96)]
+    num_heads: Annotated[int, Field(gt=0, le=128)]
+    intermediate_size: Annotated[int, Field(gt=0, le=65536)]
     dropout: Share
     classifier_dropout: Share
 
@@ -69,31 +87,34 @@ class ModelParams(Section):
 
 
 class TrainParams(Section):
-    epochs: PositiveInt
-    batch_size: PositiveInt
+    # A run of more epochs would not end in any useful time on the CPUs this template targets.
+    epochs: Annotated[int, Field(gt=0, le=1000)]
+    batch_size: Annotated[int, Field(gt=0, le=4096)]
     learning_rate: Annotated[float, Field(gt=0, le=1)]
-    weight_decay: Annotated[float, Field(ge=0)]
+    weight_decay: Annotated[float, Field(ge=0, le=1)]
     warmup_fraction: Share
     label_smoothing: Share
     progress_bar: bool
 
 
 class EvaluateParams(Section):
-    latency_requests: PositiveInt
-    baseline_max_features: PositiveInt
+    latency_requests: Annotated[int, Field(gt=0, le=100_000)]
+    fail_without_skill: bool  # false: only warn when the model predicts one label or does not beat the majority rate
+    baseline_max_features: Annotated[int, Field(gt=0, le=10_000_000)]
     baseline_ngram_max: Annotated[int, Field(ge=1, le=3)]
     baseline_c: Annotated[float, Field(gt=0)]
 
 
 class TrackingParams(Section):
-    experiment: str
-    registered_model: str
+    experiment: Annotated[Name, Field(max_length=500)]
+    registered_model: RegisteredModelName
     wandb: bool
-    wandb_project: str
+    wandb_project: Name
 
 
 class ReportParams(Section):
-    regression_tolerance: Annotated[float, Field(ge=0)]
+    # Per headline metric: how big a significant change must be to be called a regression or improvement.
+    regression_tolerance: dict[str, Annotated[float, Field(ge=0)]]
     reproducibility_tolerance: Annotated[float, Field(ge=0)]
 
 
@@ -103,6 +124,12 @@ class GateParams(Section):
     minimum: dict[str, float]
     maximum: dict[str, float]
     max_regression: dict[str, Annotated[float, Field(ge=0)]]
+    # "value": thresholds judged on the metric; "interval": on the worse bound of its 95% bootstrap interval.
+    thresholds_on: Literal["value", "interval"] = "value"
+
+
+class ReproducibilityParams(Section):
+    pin_cpu_kernels: bool
 
 
 class ServingParams(Section):
@@ -123,11 +150,13 @@ class CanaryParams(Section):
     max_latency_p99_ratio: Annotated[float, Field(ge=1)]
     max_accuracy_drop: Share
     min_feedback: Annotated[int, Field(ge=0)]
+    watch_interval_seconds: Annotated[float, Field(gt=0, le=86400)] = 60.0
 
 
 class Params(Section):
-    seed: int
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)]  # numpy's seed range
     threads: PositiveInt
+    reproducibility: ReproducibilityParams
     data: DataParams
     model: ModelParams
     train: TrainParams
@@ -138,6 +167,34 @@ class Params(Section):
     serving: ServingParams
     canary: CanaryParams
 
+    @field_validator("threads")
+    @classmethod
+    def _threads_fit_the_machine(cls, threads: int) -> int:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if threads > cpus:
+            raise ValueError(f"{threads} is more than the {cpus} CPUs this process may use: lower it")
+        return threads
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML that refuses duplicate keys and reads 1e-3 as a number, as YAML 1.2 (and DVC) do."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise ConfigError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}: keep one of them")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
 
 def _describe(error: ValidationError, path: Path) -> str:
     first = error.errors()[0]
@@ -145,6 +202,10 @@ def _describe(error: ValidationError, path: Path) -> str:
     message = first["msg"]
     if first["type"] == "extra_forbidden":
         message = "unknown key (check its spelling against params.yaml in the template)"
+    elif first["type"] == "string_pattern_mismatch" and first["ctx"]["pattern"] == r"\S":
+        message = "must not be empty or blank"
+    elif first["type"] == "missing":
+        message = "missing (copy it from params.yaml in the template)"
     elif first["type"] == "value_error":
         message = str(first["ctx"]["error"])
     elif "input" in first and first["type"] != "missing":
@@ -154,22 +215,42 @@ def _describe(error: ValidationError, path: Path) -> str:
     return f"{path}: {location}: {message}{suffix}"
 
 
-def load_params(path: Path = DEFAULT_PARAMS) -> Params:
-    """Read and validate params.yaml, raising ConfigError with one readable line."""
+def _read_mapping(path: Path) -> dict:
+    """The parsed params file as a mapping, or ConfigError naming the line at fault."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path} not found: run from the project root or pass --params") from None
+    except OSError as error:
+        raise ConfigError(f"{path} cannot be read ({error.strerror}): check its permissions") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path} line {line} has a byte that is not UTF-8 (0x{data[error.start]:02x}): save the file as UTF-8"
+        ) from None
+    try:
+        raw = yaml.load(text, Loader=_StrictLoader)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path} is not valid YAML{where}: fix the syntax") from None
     if raw is None:
-        raw = {}
+        raise ConfigError(f"{path} is empty: copy params.yaml from the template and edit it")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must be a mapping of sections, got {type(raw).__name__}")
+        raise ConfigError(f"{path} must be a mapping of sections, got a {type(raw).__name__}")
+    return raw
+
+
+def load_params(path: Path = DEFAULT_PARAMS) -> Params:
+    """Read and validate params.yaml, raising ConfigError with one readable line."""
+    raw = _read_mapping(path)
     try:
-        return Params.model_validate(raw)
+        # Through JSON so that strict mode still reads paths from strings; YAML dates and the like become text.
+        return Params.model_validate_json(json.dumps(raw, default=str), strict=True)
     except ValidationError as error:
         raise ConfigError(_describe(error, path)) from None
 

@@ -6,9 +6,9 @@ only that. This module is light on purpose (no torch, no scikit-learn): the repo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -23,6 +23,9 @@ class MetricSpec:
     headline: bool = False  # compared with its uncertainty in the report, printed by `mlops evaluate`
     on_card: bool = False  # shown in the model card and copied into the registered version's tags
     count: bool = False  # a count, not a quality (rows, support): shown with the data, never compared
+    # How to score it on bootstrap resamples of the test rows' predictions (see mlops.stats): a headline metric
+    # with a scorer gets an interval and a significance test; one without is compared by its value alone.
+    scorer: Callable[..., np.ndarray] | None = None
 
 
 class MetricSpecs:
@@ -47,10 +50,12 @@ class MetricSpecs:
         return [spec.name for spec in self if spec.on_card]
 
 
+@runtime_checkable
 class Classifier(Protocol):
-    """What serving, deploy and evaluate need from a trained model (mlops.ml.model.TextClassifier is one)."""
+    """What serving, deploy and evaluate need from a trained model (mlops.ml.model.load_classifier returns one)."""
 
     labels: list[str]
+    training_label_share: dict[str, float]  # the label mix it was trained on (serving watches drift); {} if unknown
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """One row per text, one column per label (in the order of ``labels``), rows summing to 1."""

@@ -1,4 +1,4 @@
-"""Nested mappings as dotted keys (train.epochs, per_class.fresh.f1): the one naming of params and
+"""Nested mappings as dotted keys (train.epochs, per_class.LABEL.f1): the one naming of params and
 metrics that MLflow, DVC, the report and the gate share."""
 
 from collections.abc import Mapping

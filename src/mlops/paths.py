@@ -17,3 +17,4 @@ RUN_FILE = MODELS_DIR / "run.json"
 EVALUATE_DIR = Path("evaluate")
 METRICS_FILE = EVALUATE_DIR / "metrics.json"
 PLOTS_DIR = EVALUATE_DIR / "plots"
+PREDICTIONS_FILE = EVALUATE_DIR / "predictions.csv"

@@ -1,4 +1,4 @@
-"""The MLflow pyfunc flavour of the classifier: a DataFrame of texts in, label and score out.
+"""The MLflow pyfunc flavour of any `mlops.contract.Classifier`: a DataFrame of texts in, label and score out.
 
 MLflow logs this file as "model from code" (no pickling); the package travels with it.
 """
@@ -9,14 +9,18 @@ import mlflow.models
 import mlflow.pyfunc
 import pandas as pd
 
+from mlops.contract import Classifier
+
 TEXT_COLUMN = "text"
 
 
-class SentimentModel(mlflow.pyfunc.PythonModel):
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        from mlops.ml.model import TextClassifier
+class ClassifierModel(mlflow.pyfunc.PythonModel):
+    classifier: Classifier
 
-        self.classifier = TextClassifier(context.artifacts["model"])
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        from mlops.ml.model import load_classifier
+
+        self.classifier = load_classifier(context.artifacts["model"])
 
     def predict(self, model_input, params=None):
         texts = model_input[TEXT_COLUMN].astype(str).tolist()
@@ -30,4 +34,4 @@ class SentimentModel(mlflow.pyfunc.PythonModel):
         )
 
 
-mlflow.models.set_model(SentimentModel())
+mlflow.models.set_model(ClassifierModel())

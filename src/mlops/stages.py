@@ -12,14 +12,26 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from mlops import tracking
+from mlops import predictions as predictions_lib
+from mlops import stats, tracking
 from mlops.config import Params
+from mlops.contract import Classifier
+from mlops.datacheck import check_data
 from mlops.dotted import numeric_leaves
 from mlops.ml import evaluate as evaluate_lib
 from mlops.ml import train as train_lib
-from mlops.ml.data import describe, encode_labels, load_splits
-from mlops.ml.model import LABEL_SHARE_FILE, TextClassifier
-from mlops.paths import EVALUATE_DIR, HISTORY_FILE, METRICS_FILE, MODEL_DIR, MODELS_DIR, PLOTS_DIR, RUN_FILE
+from mlops.ml.data import DataError, describe, encode_labels, load_splits
+from mlops.ml.model import LABEL_SHARE_FILE, load_classifier
+from mlops.paths import (
+    EVALUATE_DIR,
+    HISTORY_FILE,
+    METRICS_FILE,
+    MODEL_DIR,
+    MODELS_DIR,
+    PLOTS_DIR,
+    PREDICTIONS_FILE,
+    RUN_FILE,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +52,12 @@ def _write_json(path: Path, payload: object) -> None:
 
 
 def train(params: Params) -> tracking.RunInfo:
+    check_data(params.data.path)
     splits = load_splits(params.data, params.seed)
+    if params.train.batch_size > len(splits.train):
+        raise DataError(
+            f"train.batch_size {params.train.batch_size} is more than the {len(splits.train)} training rows: lower it"
+        )
     with tempfile.TemporaryDirectory(prefix=".models-", dir=".") as staging:
         staged = Path(staging) / MODELS_DIR.name
         model_dir = staged / MODEL_DIR.name
@@ -66,17 +83,21 @@ def _rounded(value: object) -> object:
 def evaluate(params: Params) -> dict:
     torch.set_num_threads(params.threads)
     labels = params.data.labels
+    check_data(params.data.path)
     splits = load_splits(params.data, params.seed)
-    classifier = TextClassifier(MODEL_DIR)
+    classifier = load_classifier(MODEL_DIR)
     texts = splits.test["text"].tolist()
     y_true = encode_labels(splits.test["label"], labels)
     probabilities = classifier.predict_proba(texts)
+    predictions_lib.check_finite(probabilities, "the model")
+    baseline_metrics, baseline_probabilities = evaluate_lib.baseline(splits, labels, params.evaluate)
+    predictions_lib.check_finite(baseline_probabilities, "the baseline")
 
     metrics = evaluate_lib.classification_metrics(y_true, probabilities, labels)
     metrics["model_size_mb"] = classifier.size_mb()
     metrics.update(evaluate_lib.latency_ms(classifier, texts, params.evaluate.latency_requests))
     metrics["slices"] = evaluate_lib.slice_metrics(splits.test["text"], y_true, probabilities)
-    metrics["baseline"] = evaluate_lib.baseline_metrics(splits, labels, params.evaluate)
+    metrics["baseline"] = baseline_metrics
     metrics["samples"] = describe(splits, labels)
     metrics = _rounded(metrics)
 
@@ -85,6 +106,9 @@ def evaluate(params: Params) -> dict:
         plots = staged / PLOTS_DIR.name
         plots.mkdir(parents=True)
         _write_json(staged / METRICS_FILE.name, metrics)
+        scored = {"": probabilities, predictions_lib.BASELINE_PREFIX: baseline_probabilities}
+        rows = predictions_lib.table(predictions_lib.row_keys(texts), labels, y_true, scored)
+        (staged / PREDICTIONS_FILE.name).write_text(predictions_lib.to_csv(rows))
         for name, frame in evaluate_lib.curves(y_true, probabilities, labels).items():
             frame.round(4).to_csv(plots / f"{name}.csv", index=False)
         history = pd.DataFrame(json.loads(HISTORY_FILE.read_text()))
@@ -95,4 +119,28 @@ def evaluate(params: Params) -> dict:
     numbers = {key: value for key, value in numeric_leaves(metrics).items() if math.isfinite(value)}
     if not tracking.log_evaluation(params, run["run_id"], numbers, EVALUATE_DIR):
         log.warning("MLflow run %s is not in %s: evaluation not tracked", run["run_id"], tracking.tracking_uri())
+
+    problem = evaluate_lib.skill_problem(y_true, probabilities, labels)
+    if problem and params.evaluate.fail_without_skill:
+        raise evaluate_lib.NoSkillError(
+            f"{problem}: train longer or on more data (train.epochs, train.learning_rate, data.max_rows), "
+            f"or set evaluate.fail_without_skill: false to only warn; {METRICS_FILE} holds the numbers"
+        )
+    if problem:
+        log.warning("%s (evaluate.fail_without_skill is false)", problem)
     return metrics
+
+
+def score_on_test_split(classifier: Classifier, params: Params) -> tuple[dict, predictions_lib.Table]:
+    """The classification metrics and per-example predictions of any classifier on the current test split,
+    with the metric code and row keys `evaluate` uses: how deploy scores the champion beside the candidate."""
+    torch.set_num_threads(params.threads)
+    test = load_splits(params.data, params.seed).test
+    labels = params.data.labels
+    y_true = encode_labels(test["label"], labels)
+    probabilities = classifier.predict_proba(test["text"].tolist())
+    predictions_lib.check_finite(probabilities, "the champion")
+    keys = predictions_lib.row_keys(test["text"].tolist())
+    scored = stats.Predictions(y_true, probabilities.argmax(axis=1), probabilities)
+    table = predictions_lib.Table(keys=keys, labels=list(labels), model=scored, baseline=None)
+    return evaluate_lib.classification_metrics(y_true, probabilities, labels), table

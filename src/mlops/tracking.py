@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -53,27 +54,97 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
-def connect() -> str:
-    """Point MLflow at the tracking store and fail early, in one line, when it cannot be reached."""
+# A dead or overloaded server costs at most about 3 tries x 30 s, with 1 s and 2 s pauses (MLflow's own
+# defaults retry for minutes); the variables, when set, take precedence.
+HTTP_RETRY_BUDGET = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+PROBE_TIMEOUT_SECONDS = 5
+FIX = "start the server or fix MLFLOW_TRACKING_URI"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+def _check_server(uri: str) -> None:
+    """One short probe: MLflow would retry a dead or failing server with backoff for minutes."""
+    for name, value in HTTP_RETRY_BUDGET.items():
+        os.environ.setdefault(name, value)
+    try:
+        answer = requests.get(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT_SECONDS)
+    except requests.RequestException as error:
+        raise TrackingError(f"cannot reach the MLflow tracking server {uri} ({type(error).__name__}): {FIX}") from None
+    if answer.status_code >= 500:
+        raise TrackingError(
+            f"the MLflow tracking server {uri} answers {answer.status_code} {answer.reason} on /health: "
+            "check its logs and its database, or fix MLFLOW_TRACKING_URI"
+        )
+
+
+def _check_sqlite(uri: str, create: bool, writes: bool) -> None:
+    """Refuse a store MLflow would create empty in a new folder, or fail to write with pages of SQLAlchemy."""
+    database = Path(uri.removeprefix("sqlite:///").split("?")[0])
+    folder = database.parent
+    if not folder.is_dir():
+        raise TrackingError(
+            f"the MLflow store {uri} is in a folder that does not exist ({folder}): fix MLFLOW_TRACKING_URI"
+        )
+    if not database.exists() and not create:
+        raise TrackingError(
+            f"the MLflow store {uri} does not exist: run `dvc repro` to train and track a model, "
+            "fetch the store (mlflow.db and mlartifacts/), or fix MLFLOW_TRACKING_URI"
+        )
+    # SQLite writes a journal beside the database, so the folder must be writable too.
+    if writes and not all(os.access(path, os.W_OK) for path in (database, folder) if path.exists()):
+        raise TrackingError(
+            f"the MLflow store {uri} is read-only (the file {database} or its folder): "
+            "make both writable, or copy the store to a writable folder and point MLFLOW_TRACKING_URI at it"
+        )
+
+
+def _check_database(uri: str) -> None:
+    """One connection attempt: MLflow retries a database it cannot reach for over a minute."""
+    import sqlalchemy
+
+    shown = uri.split("@")[-1]  # no password in the message
+    connect_args = {"connect_timeout": PROBE_TIMEOUT_SECONDS} if uri.startswith("postgresql") else {}
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args=connect_args)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except Exception as error:  # drivers raise their own types
+        raise TrackingError(f"cannot reach the MLflow store database {shown} ({_first_line(error)}): {FIX}") from None
+
+
+def connect(*, create: bool = False, writes: bool = False) -> str:
+    """Point MLflow at the tracking store and fail early, in one line, when it cannot be used.
+
+    ``create``: a missing sqlite store may be created (training); otherwise its absence is an error.
+    ``writes``: the command writes to the store, so a read-only one is refused up front.
+    """
     uri = tracking_uri()
     if uri.startswith(("http://", "https://")):
-        # MLflow retries a dead server with backoff for minutes; one short probe answers at once.
-        try:
-            requests.get(f"{uri.rstrip('/')}/health", timeout=5)
-        except requests.RequestException as error:
-            raise TrackingError(
-                f"cannot reach the MLflow tracking server {uri} ({type(error).__name__}): "
-                "start the server or fix MLFLOW_TRACKING_URI"
-            ) from None
+        _check_server(uri)
+    elif uri.startswith("sqlite:///"):
+        _check_sqlite(uri, create, writes)
+    elif "://" in uri and not uri.startswith(("file:", "databricks")):
+        _check_database(uri)
     mlflow.set_tracking_uri(uri)
     try:
         mlflow.search_experiments(max_results=1)
     except Exception as error:  # MLflow raises many types for one cause: the store is unusable
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise TrackingError(
-            f"cannot reach the MLflow tracking store {uri} ({reason[:200]}): "
-            "start the server or fix MLFLOW_TRACKING_URI"
-        ) from None
+        status = re.search(r"too many (\d+) error responses", str(error))
+        reason = (
+            f"it answered {status[1]} to {int(os.environ['MLFLOW_HTTP_REQUEST_MAX_RETRIES']) + 1} tries"
+            if status
+            else _first_line(error)
+        )
+        raise TrackingError(f"cannot use the MLflow tracking store {uri} ({reason}): {FIX}") from None
     return uri
 
 
@@ -127,7 +198,7 @@ def _wandb_run(settings: TrackingParams, run_id: str, config: dict | None = None
 
 def log_training(params: Params, history: list[dict[str, float]], model_dir: Path, examples: list[str]) -> RunInfo:
     """One MLflow run: params, lineage tags, per-epoch metrics and the model as a pyfunc."""
-    uri = connect()
+    uri = connect(create=True, writes=True)
     mlflow.set_experiment(params.tracking.experiment)
     flat_params = flatten(params)
     with mlflow.start_run() as run:
@@ -155,7 +226,7 @@ def log_training(params: Params, history: list[dict[str, float]], model_dir: Pat
 
 def log_evaluation(params: Params, run_id: str, metrics: dict[str, float], evaluate_dir: Path) -> bool:
     """Add the evaluation to the training run; False (with nothing logged) when that run is not in this store."""
-    connect()
+    connect(create=True, writes=True)
     try:
         mlflow.get_run(run_id)
     except mlflow.exceptions.MlflowException:

@@ -2,7 +2,8 @@
 
 Forkers: this is one of the files to edit for your own data. Whatever the source,
 return a frame with the columns ``text``, ``label`` and ``group``: rows that share
-a group (here the movie) never land in two splits.
+a group (data.group_column; here the movie) never land in two splits. With
+``group_column: null`` every row is its own group and the split is by row.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from mlops.config import DataParams
 from mlops.errors import MlopsError
@@ -39,14 +40,27 @@ def load_dataset(params: DataParams) -> pd.DataFrame:
     if not path.exists():
         raise DataError(f"{path} not found: run `dvc pull` to fetch the data, or fix data.path in params.yaml")
     try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+        # The python engine, unlike the C one, leaves the fields a short record lacks missing instead of "".
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, engine="python")
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path} is empty (not even a header row): restore it with `dvc checkout data.dvc`") from None
     except (ValueError, OSError, EOFError, UnicodeDecodeError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DataError(
             f"{path} is not a readable CSV file ({reason}): restore it with `dvc checkout data.dvc`"
         ) from None
+    # keep_default_na=False reads empty fields as "", so a missing value means a record with too few fields.
+    short = raw.isna().any(axis=1)
+    if short.any():
+        raise DataError(
+            f"{path} record {short.idxmax() + 1} has fewer fields than the header "
+            f"({short.sum()} such record{'s' if short.sum() > 1 else ''}): the file is truncated or damaged: "
+            "restore it with `dvc checkout data.dvc`"
+        )
 
     wanted = {"text": params.text_column, "label": params.label_column, "group": params.group_column}
+    if params.group_column is None:
+        del wanted["group"]
     missing = sorted(column for column in wanted.values() if column not in raw.columns)
     if missing:
         raise DataError(
@@ -54,6 +68,8 @@ def load_dataset(params: DataParams) -> pd.DataFrame:
             "fix data.*_column in params.yaml"
         )
     frame = raw[list(wanted.values())].set_axis(list(wanted), axis=1)
+    if params.group_column is None:
+        frame = frame.assign(group="")
     frame = frame[~frame["label"].isin(params.ignore_labels)]
     frame = frame.assign(text=frame["text"].str.strip())
     frame = frame[frame["text"] != ""]
@@ -82,28 +98,63 @@ def load_dataset(params: DataParams) -> pd.DataFrame:
     return frame
 
 
-def _hold_out(frame: pd.DataFrame, fraction: float, seed: int, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _group_counts(frame: pd.DataFrame) -> str:
+    counts = frame.groupby("label")["group"].nunique()
+    return ", ".join(f"{label} {count}" for label, count in counts.items())
+
+
+def _split_unit(params: DataParams) -> str:
+    """What a split moves at a time, as the error messages name it."""
+    return "rows" if params.group_column is None else f"groups of data.group_column {params.group_column!r}"
+
+
+def _sizes(params: DataParams) -> str:
+    return f"data.test_size {params.test_size:g}, data.validation_size {params.validation_size:g}"
+
+
+def _fix(params: DataParams) -> str:
+    if params.group_column is None:
+        return "add rows for the rarest labels, or lower data.test_size / data.validation_size"
+    return (
+        "set data.group_column: null to split by row (if rows of one group may share splits), "
+        "add data with more groups, or lower data.test_size / data.validation_size"
+    )
+
+
+def _hold_out(
+    frame: pd.DataFrame, fraction: float, seed: int, name: str, params: DataParams
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split off about ``fraction`` of the rows, whole groups at a time, stratified by label."""
     folds = max(2, round(1 / fraction))
     groups = frame["group"].nunique()
     if groups < folds:
         raise DataError(
-            f"the {name} split needs at least {folds} groups but the data has {groups}: "
-            "use more data or a larger split size"
+            f"the {name} split ({_sizes(params)}) needs at least {folds} {_split_unit(params)} but there are "
+            f"{groups} (per label: {_group_counts(frame)}): {_fix(params)}"
         )
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    kept, held = next(splitter.split(frame, frame["label"], frame["group"]))
+    if params.group_column is None:
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        kept, held = next(splitter.split(frame, frame["label"]))
+    else:
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        kept, held = next(splitter.split(frame, frame["label"], frame["group"]))
     return frame.iloc[kept].reset_index(drop=True), frame.iloc[held].reset_index(drop=True)
 
 
 def split_dataset(frame: pd.DataFrame, params: DataParams, seed: int) -> Splits:
     """Deterministic train/validation/test splits, grouped by ``group`` and stratified by label."""
-    rest, test = _hold_out(frame, params.test_size, seed, "test")
-    train, validation = _hold_out(rest, params.validation_size / (1 - params.test_size), seed, "validation")
-    for name, split in (("train", train), ("validation", validation), ("test", test)):
-        if split["label"].nunique() < len(params.labels):
-            raise DataError(f"the {name} split lacks some labels: use more data or a larger split size")
-    return Splits(train=train, validation=validation, test=test)
+    rest, test = _hold_out(frame, params.test_size, seed, "test", params)
+    train, validation = _hold_out(rest, params.validation_size / (1 - params.test_size), seed, "validation", params)
+    splits = Splits(train=train, validation=validation, test=test)
+    for name, split in splits.items():
+        absent = [label for label in params.labels if label not in set(split["label"])]
+        if absent:
+            raise DataError(
+                f"the {name} split ({_sizes(params)}) has no rows labelled {', '.join(map(repr, absent))}: "
+                f"every label needs {_split_unit(params)} in every split, and the data has per label "
+                f"{_group_counts(frame)}: {_fix(params)}"
+            )
+    return splits
 
 
 def load_splits(params: DataParams, seed: int) -> Splits:

@@ -24,6 +24,7 @@ from transformers import (
 )
 
 from mlops.config import ModelParams
+from mlops.contract import Classifier
 from mlops.errors import MlopsError
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -114,8 +115,13 @@ def build(
     return tokenizer, BertForSequenceClassification(config)
 
 
+def load_classifier(directory: Path | str) -> Classifier:
+    """The trained model saved in ``directory``: how serving, evaluate and the MLflow flavour load it."""
+    return TextClassifier(directory)
+
+
 class TextClassifier:
-    """Inference on a saved model directory: texts in, class probabilities out."""
+    """Inference on a saved model directory: texts in, class probabilities out (a mlops.contract.Classifier)."""
 
     def __init__(self, directory: Path | str, max_length: int | None = None) -> None:
         self.directory = directory = Path(directory)

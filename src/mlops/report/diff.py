@@ -17,10 +17,11 @@ from urllib.parse import urlsplit, urlunsplit
 import pandas as pd
 import yaml
 
+from mlops import stats
 from mlops.dotted import flatten, numeric_leaves
 from mlops.errors import MlopsError
 from mlops.ml.spec import METRICS
-from mlops.paths import DATA_DVC_FILE, LOCK_FILE, METRICS_FILE, PARAMS_FILE, PLOTS_DIR, RUN_FILE
+from mlops.paths import DATA_DVC_FILE, LOCK_FILE, METRICS_FILE, PARAMS_FILE, PLOTS_DIR, PREDICTIONS_FILE, RUN_FILE
 from mlops.registry.gate import higher_is_better
 
 # The columns each plot needs; a file without them (another version's format) counts as absent.
@@ -137,15 +138,12 @@ class Snapshot:
     data_dvc: dict | None
     lock: dict | None
     plots: dict[str, pd.DataFrame] = field(default_factory=dict)
+    predictions: str | None = None  # evaluate/predictions.csv as text, parsed where it is compared
 
 
-SNAPSHOT_FILES = [
-    METRICS_FILE,
-    PARAMS_FILE,
-    DATA_DVC_FILE,
-    LOCK_FILE,
-    *(PLOTS_DIR / f"{name}.csv" for name in PLOT_NAMES),
-]
+# What the pipeline produced (CI's base results hold these), and the inputs read from git beside them.
+RESULT_FILES = [METRICS_FILE, LOCK_FILE, PREDICTIONS_FILE, *(PLOTS_DIR / f"{name}.csv" for name in PLOT_NAMES)]
+SNAPSHOT_FILES = [PARAMS_FILE, DATA_DVC_FILE, *RESULT_FILES]
 
 
 def _snapshot(files: dict[Path, str | None]) -> Snapshot:
@@ -160,13 +158,19 @@ def _snapshot(files: dict[Path, str | None]) -> Snapshot:
             for name, frame in plots.items()
             if frame is not None and PLOT_COLUMNS[name] <= set(frame.columns) and len(frame)
         },
+        predictions=files[PREDICTIONS_FILE],
     )
 
 
-def at_revision(commit: str | None) -> Snapshot:
+def at_revision(commit: str | None, results: dict[Path, str | None] | None = None) -> Snapshot:
+    """The files at ``commit``, with ``results`` (CI's pipeline results for it) in place of the committed ones."""
     if commit is None:
         return Snapshot(None, None, None, None)
-    return _snapshot(read_at(commit, SNAPSHOT_FILES))
+    return _snapshot({**read_at(commit, SNAPSHOT_FILES), **(results or {})})
+
+
+def commit_exists(rev: str) -> bool:
+    return _commit(rev) is not None
 
 
 def in_workspace() -> Snapshot:
@@ -182,7 +186,9 @@ class MetricRow:
     base: float | None  # None: the base does not have this metric
     new: float | None
     higher_is_better: bool
-    regression: bool  # worse than the base by more than the tolerance
+    regression: bool  # a significant regression beyond the tolerance (by value alone where there is no interval)
+    difference: stats.Difference | None = None  # headline metrics: the change with its 95% interval
+    verdict: stats.Verdict | None = None
 
     @property
     def change(self) -> float | None:
@@ -206,22 +212,78 @@ def _quality_metrics(metrics: dict | None) -> dict[str, float]:
     }
 
 
-def metric_rows(base: dict | None, new: dict, tolerance: float) -> list[MetricRow]:
-    """Every quality metric of either side, the workspace's order first; flags the model's regressions."""
+def _worse_by_value(before: float, after: float | None, higher_is_better: bool, tolerance: float) -> bool:
+    """Without an interval: missing, NaN, or worse by more than the tolerance."""
+    if after is None or not math.isfinite(after):
+        return math.isfinite(before)
+    if not math.isfinite(before):
+        return False
+    return ((before - after) if higher_is_better else (after - before)) > tolerance
+
+
+def metric_rows(
+    base: dict | None,
+    new: dict,
+    tolerances: dict[str, float],
+    differences: dict[str, stats.Difference] | None = None,
+    dropped_labels: set[str] | None = None,
+) -> list[MetricRow]:
+    """Every quality metric of either side, the workspace's order first.
+
+    Only the model's headline metrics get a verdict: with ``differences`` (their 95% intervals) a regression must
+    be significant and beyond its tolerance (0 where none is given); without, it is judged by value. Other
+    metrics (per class, slices, size) are shown with their change and no verdict: a fixed tolerance on them flags
+    noise. ``dropped_labels``:
+    labels whose per-class base metrics no longer apply (the task changed); nothing is judged then.
+    """
+    differences = differences or {}
     base_flat, new_flat = _quality_metrics(base), _quality_metrics(new)
+    if dropped_labels is not None:
+        base_flat = {key: value for key, value in base_flat.items() if not set(key.split(".")) & dropped_labels}
     rows = []
     for name in [*new_flat, *(key for key in base_flat if key not in new_flat)]:
         before, after = base_flat.get(name), new_flat.get(name)
-        better_up = higher_is_better(name)
-        flagged = False
-        if not name.startswith("baseline.") and not METRICS.get(name).machine_dependent and before is not None:
-            if after is None or not math.isfinite(after):
-                flagged = math.isfinite(before)
-            elif math.isfinite(before):
-                worse_by = (before - after) if better_up else (after - before)
-                flagged = worse_by > tolerance
-        rows.append(MetricRow(name, before, after, better_up, flagged))
+        better_up, tolerance = higher_is_better(name), tolerances.get(name, 0.0)
+        judged = name in METRICS.headline and before is not None and dropped_labels is None
+        difference, verdict, flagged = differences.get(name), None, False
+        if judged and difference is not None and after is not None and math.isfinite(before) and math.isfinite(after):
+            # Values as recorded in metrics.json; the interval (so the significance) from the per-row predictions.
+            difference = stats.Difference(before, after, difference.low, difference.high, difference.paired)
+            verdict = difference.verdict(better_up, tolerance)
+            flagged = verdict is stats.Verdict.REGRESSION
+        elif judged:
+            difference, flagged = None, _worse_by_value(before, after, better_up, tolerance)
+        else:
+            difference = None
+        rows.append(MetricRow(name, before, after, better_up, flagged, difference, verdict))
     return rows
+
+
+@dataclass(frozen=True)
+class TaskChange:
+    """What makes the base a different task or test set: said at the top, and no regression is judged."""
+
+    reasons: list[str]
+    relabelled: bool  # labels or label column changed: per-class metrics and plots no longer compare
+    labels: set[str]  # every label of either side
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.reasons)
+
+
+def task_change(base: Snapshot, new: Snapshot, data: DataDiff) -> TaskChange:
+    base_data, new_data = (base.params or {}).get("data") or {}, (new.params or {}).get("data") or {}
+    reasons = []
+    if base.params is not None:
+        for key in ("labels", "label_column"):
+            if base_data.get(key) != new_data.get(key):
+                reasons.append(f"`data.{key}` {json.dumps(base_data.get(key))} → {json.dumps(new_data.get(key))}")
+    relabelled = bool(reasons)
+    if data.base_md5 is not None and data.changed:
+        reasons.append(f"data version `{data.base_md5}` → `{data.new_md5}`")
+    labels = {str(label) for label in [*(base_data.get("labels") or []), *(new_data.get("labels") or [])]}
+    return TaskChange(reasons, relabelled, labels)
 
 
 @dataclass(frozen=True)
@@ -308,7 +370,7 @@ def data_diff(base_commit: str | None, base: Snapshot, new: Snapshot) -> DataDif
 
 @dataclass(frozen=True)
 class Reproducibility:
-    status: str  # "reproduced", "stale" or "unrecorded"
+    status: str  # "identical", "within tolerance", "stale" or "unrecorded"
     detail: str
 
 
@@ -328,8 +390,17 @@ def _lock_inputs(lock: dict | None) -> dict[str, object]:
     return inputs
 
 
+def _same(old: float | None, fresh: float | None, tolerance: float) -> bool:
+    if old is None or fresh is None:
+        return old is fresh
+    if math.isnan(old) or math.isnan(fresh):
+        return math.isnan(old) and math.isnan(fresh)
+    return abs(old - fresh) <= tolerance
+
+
 def reproducibility(committed: Snapshot, reproduced: Snapshot, tolerance: float) -> Reproducibility:
-    """Do the committed evaluate/metrics.json and dvc.lock match what `dvc repro` just produced?"""
+    """Do the recorded results (`evaluate/`, `dvc.lock`) match the reproduced ones: identically, within
+    ``tolerance``, or not (stale)? Latency is left out: it measures the machine."""
     if committed.metrics is None or committed.lock is None:
         return Reproducibility(
             "unrecorded",
@@ -342,22 +413,30 @@ def reproducibility(committed: Snapshot, reproduced: Snapshot, tolerance: float)
     if inputs:
         problems.append(f"{LOCK_FILE} was made from other inputs ({_listed(inputs)})")
     before, after = numeric_leaves(committed.metrics), numeric_leaves(reproduced.metrics)
-    differing = []
-    for key in sorted(before.keys() | after.keys()):
-        if METRICS.get(key).machine_dependent:
-            continue
-        old, fresh = before.get(key), after.get(key)
-        same_nan = old is not None and fresh is not None and math.isnan(old) and math.isnan(fresh)
-        if old is None or fresh is None or not (same_nan or abs(old - fresh) <= tolerance):
-            differing.append(f"{key} {_number(old)} → {_number(fresh)}")
+    keys = sorted(key for key in before.keys() | after.keys() if not METRICS.get(key).machine_dependent)
+    differing = [
+        f"{key} {_number(before.get(key))} → {_number(after.get(key))}"
+        for key in keys
+        if not _same(before.get(key), after.get(key), tolerance)
+    ]
     if differing:
         problems.append(f"{METRICS_FILE} differs beyond {tolerance:g} ({_listed(differing)})")
     if problems:
         return Reproducibility("stale", "; ".join(problems) + ": commit the reproduced dvc.lock and evaluate/")
+    moved = [key for key in keys if not _same(before.get(key), after.get(key), 0.0)]
+    predictions_moved = committed.predictions is not None and committed.predictions != reproduced.predictions
+    if not moved and not predictions_moved:
+        return Reproducibility(
+            "identical",
+            f"the same metrics as the committed {METRICS_FILE}"
+            + (f" and the same {PREDICTIONS_FILE}" if committed.predictions is not None else "")
+            + f", from the inputs {LOCK_FILE} records",
+        )
+    what = f"{_listed(moved)} moved" if moved else f"{PREDICTIONS_FILE} differs"
     return Reproducibility(
-        "reproduced",
-        f"the reproduced metrics match the committed {METRICS_FILE} within {tolerance:g} "
-        f"and {LOCK_FILE} records the same inputs (latency excluded: it depends on the machine)",
+        "within tolerance",
+        f"not bit-identical ({what}) but within {tolerance:g} of the committed {METRICS_FILE}, "
+        f"from the inputs {LOCK_FILE} records",
     )
 
 

@@ -6,9 +6,12 @@ import json
 import math
 from dataclasses import dataclass
 
+from mlops import stats
+from mlops.comparison import Headline
 from mlops.ml.spec import BASELINE_NAME, METRICS
 from mlops.registry.gate import Verdict
 from mlops.report import plots
+from mlops.report.ci_base import BaseSource
 from mlops.report.diff import (
     MISSING,
     Base,
@@ -17,9 +20,21 @@ from mlops.report.diff import (
     ParamChange,
     Reproducibility,
     Snapshot,
+    TaskChange,
 )
 
-REPRODUCIBILITY_MARKS = {"reproduced": "✅ reproduced", "stale": "⚠️ stale", "unrecorded": "⚪ not recorded"}
+REPRODUCIBILITY_MARKS = {
+    "identical": "✅ reproduced: identical",
+    "within tolerance": "✅ reproduced within tolerance",
+    "stale": "⚠️ stale",
+    "unrecorded": "⚪ not recorded",
+}
+VERDICT_NOTES = {
+    stats.Verdict.REGRESSION: "⚠️ significant regression",
+    stats.Verdict.IMPROVEMENT: "🟢 significant improvement",
+    stats.Verdict.WITHIN_NOISE: "within noise",
+    stats.Verdict.UNCHANGED: "unchanged",
+}
 
 
 @dataclass(frozen=True)
@@ -28,7 +43,7 @@ class Content:
     base_snapshot: Snapshot
     new_snapshot: Snapshot
     labels: list[str]
-    tolerance: float
+    tolerances: dict[str, float]  # report.regression_tolerance
     rows: list[MetricRow]
     verdict: Verdict
     params: list[ParamChange]
@@ -37,6 +52,9 @@ class Content:
     tracking: tuple[str, str | None] | None
     workflow_run_url: str | None
     images: list[tuple[str, str]]  # (relative path, title)
+    headline: Headline
+    task: TaskChange
+    source: BaseSource
 
 
 def _cell(value: object) -> str:
@@ -79,11 +97,46 @@ def _note(row: MetricRow) -> str:
         return "only in base" + (" ⚠️ regression" if row.regression else "")
     if math.isnan(row.new):
         return "⚠️ NaN" if row.regression or math.isnan(row.base) else "NaN"
+    if row.verdict is not None:
+        return VERDICT_NOTES[row.verdict]
     if row.regression:
-        return "⚠️ regression"
+        return "⚠️ regression (no interval)"
     if METRICS.get(row.name).machine_dependent:
         return "depends on the machine"
     return ""
+
+
+def _interval(row: MetricRow) -> str:
+    if row.difference is None:
+        return ""
+    paired = "" if row.difference.paired else " (unpaired)"
+    return f"{row.difference.low:+.4f} to {row.difference.high:+.4f}{paired}"
+
+
+def _comparison(content: Content) -> str:
+    headline = content.headline
+    if headline.differences and headline.paired:
+        how = f"paired bootstrap over the same {headline.rows} test rows ({stats.RESAMPLES} resamples)"
+    elif headline.differences:
+        how = f"unpaired bootstrap: the test rows differ ({headline.note}), so the intervals are wider"
+    elif content.base_snapshot.metrics is None:
+        return ""
+    else:
+        how = f"by value alone, no intervals: {headline.note}"
+    return f"- **Headline changes:** {how}"
+
+
+def _base_source(content: Content) -> list[str]:
+    source, lines = content.source, []
+    if source.ci is not None:
+        run = f" ([run]({source.ci.run_url}))" if source.ci.run_url else ""
+        lines.append(f"- **Base results:** reproduced by CI on main at {_short(source.ci.commit)}{run}")
+        if source.ci_check is not None:
+            mark = REPRODUCIBILITY_MARKS[source.ci_check.status]
+            lines.append(f"- **Main's committed results against CI's:** {mark}: {source.ci_check.detail}")
+    if source.note:
+        lines.append(f"- **Note:** {source.note}.")
+    return lines
 
 
 def _summary(content: Content) -> list[str]:
@@ -95,6 +148,7 @@ def _summary(content: Content) -> list[str]:
         else f"❌ would not be promoted ({len(verdict.failures)} of {len(verdict.checks)} checks fail)"
     )
     regressions = [row.name for row in content.rows if row.regression]
+    comparison = _comparison(content)
     base = content.base
     against = f"the base {_short(base.commit)} ({base.how})" if base.commit else "no base: there is no earlier commit"
     lines = [
@@ -102,11 +156,21 @@ def _summary(content: Content) -> list[str]:
         "",
         f"The workspace (on commit {_short(content.base.head)}, with the pipeline results it holds) against {against}.",
         "",
+    ]
+    if content.task.changed:
+        lines += [
+            f"> ⚠️ **Another task or test set than the base:** {'; '.join(content.task.reasons)}. "
+            + ("Per-class comparisons are dropped, " if content.task.relabelled else "")
+            + "the base's plots are not comparable and the gate preview makes no regression checks.",
+            "",
+        ]
+    lines += [
         f"- **Gate preview:** {gate}",
-        f"- **Regressions beyond {content.tolerance:g}:** "
-        + (", ".join(f"`{name}`" for name in regressions) if regressions else "none"),
+        "- **Significant regressions:** " + (", ".join(f"`{name}`" for name in regressions) if regressions else "none"),
+        *([comparison] if comparison else []),
         f"- **Reproducibility:** {REPRODUCIBILITY_MARKS[content.reproducibility.status]}: "
         f"{content.reproducibility.detail}",
+        *_base_source(content),
     ]
     if content.tracking is not None:
         run_id, url = content.tracking
@@ -127,17 +191,43 @@ def _summary(content: Content) -> list[str]:
     return lines
 
 
+def _tolerances(content: Content) -> str:
+    return ", ".join(f"{name} {content.tolerances.get(name, 0.0):g}" for name in METRICS.headline)
+
+
 def _metrics(content: Content) -> list[str]:
-    rows = [[f"`{row.name}`", _value(row.base), _value(row.new), _change(row), _note(row)] for row in content.rows]
+    rows = [
+        [f"`{row.name}`", _value(row.base), _value(row.new), _change(row), _interval(row), _note(row)]
+        for row in content.rows
+    ]
     lines = [
         "### Metrics (test split)",
         "",
-        _table(["Metric", "Base", "New", "Change", "Note"], rows, ["---", "---:", "---:", "---:", "---"]),
+        _table(
+            ["Metric", "Base", "New", "Change", "95% interval of the change", "Note"],
+            rows,
+            ["---", "---:", "---:", "---:", "---:", "---"],
+        ),
         "",
-        f"▲/▼ is the direction of the change, 🟢 better and 🔴 worse for that metric; ⚠️ marks the model's metrics "
-        f"that got worse by more than `report.regression_tolerance` ({content.tolerance:g}). "
-        f"`baseline.*` is the {BASELINE_NAME} model trained on the same split.",
+        "▲/▼ is the direction of the change, 🟢 better and 🔴 worse for that metric. Only the model's headline "
+        "metrics get a verdict: a significant regression or improvement when the 95% bootstrap interval of the "
+        f"change excludes 0 and the change is beyond `report.regression_tolerance` ({_tolerances(content)}), "
+        "otherwise within noise. The other metrics (per class, slices, size) are shown without a verdict: they are "
+        f"noisier, and the gate checks size and latency. `baseline.*` is the {BASELINE_NAME} model trained on the "
+        "same split.",
     ]
+    mcnemar = content.headline.mcnemar
+    if mcnemar is not None:
+        significance = "a significant difference" if mcnemar.significant else "no significant difference"
+        lines += [
+            "",
+            f"McNemar's exact test on the {content.headline.rows} paired test rows: {mcnemar.only_base_right} only "
+            f"the base classifies correctly, {mcnemar.only_new_right} only the new model; p = {mcnemar.p_value:.3g} "
+            f"({significance} in accuracy at the 5% level).",
+        ]
+    if content.headline.unscored and content.headline.differences:
+        names = ", ".join(f"`{name}`" for name in content.headline.unscored)
+        lines += ["", f"No interval for {names}: `mlops.ml.spec` declares no scorer for it, so it is judged by value."]
     only_base = [row.name for row in content.rows if row.new is None]
     only_new = [row.name for row in content.rows if row.base is None]
     if content.base_snapshot.metrics is not None and (only_base or only_new):
@@ -164,19 +254,29 @@ def _gate(content: Content) -> list[str]:
             check.rule,
             f"{check.limit:.4f}",
             _value(check.value),
+            f"{check.interval[0]:+.4f} to {check.interval[1]:+.4f}" if check.interval else "",
             "✅ pass" if check.passed else "❌ fail",
         ]
         for check in content.verdict.checks
     ]
-    champion = (
-        "Regression checks compare with the base's committed metrics."
-        if content.verdict.has_champion
-        else "No base metrics, so no regression checks here."
-    )
+    if content.verdict.regression_skipped:
+        champion = f"No regression checks: {content.verdict.regression_skipped}."
+    elif content.verdict.has_champion:
+        champion = (
+            "Regression checks compare with the base: `no significant regression` fails only when the change's 95% "
+            "interval excludes 0 and the change is worse than `gate.max_regression` (the interval shown is the "
+            "change's); `no regression` (no predictions to put an interval on) compares the values."
+        )
+    else:
+        champion = "No base metrics, so no regression checks here."
     return [
         "### Gate preview",
         "",
-        _table(["Metric", "Rule", "Limit", "New", "Result"], rows, ["---", "---", "---:", "---:", "---"])
+        _table(
+            ["Metric", "Rule", "Limit", "New", "95% interval", "Result"],
+            rows,
+            ["---", "---", "---:", "---:", "---:", "---"],
+        )
         if rows
         else "The gate in `params.yaml` has no thresholds.",
         "",
@@ -239,7 +339,7 @@ def _confusion(content: Content) -> list[str]:
     new = content.new_snapshot.plots.get("confusion")
     if new is None:
         return []
-    base = content.base_snapshot.plots.get("confusion")
+    base = None if content.task.changed else content.base_snapshot.plots.get("confusion")
     after = plots.confusion_matrix(new, content.labels)
     before = plots.confusion_matrix(base, content.labels).reindex_like(after).fillna(0) if base is not None else None
     rows = []
@@ -250,6 +350,8 @@ def _confusion(content: Content) -> list[str]:
             cells.append(f"{int(before.loc[actual, predicted])} → {count}" if before is not None else str(count))
         rows.append([f"**{actual}**", *cells])
     caption = "base → new" if before is not None else "new"
+    if content.task.changed and "confusion" in content.base_snapshot.plots:
+        caption += "; the base's is not comparable: another task or test set"
     return [
         f"Confusion matrix on the test split ({caption}; rows: actual, columns: predicted):",
         "",
@@ -262,7 +364,7 @@ def _legend(base: plots.Plots, name: str) -> str:
 
 
 def _charts(content: Content) -> list[str]:
-    base, new = content.base_snapshot.plots, content.new_snapshot.plots
+    base, new = {} if content.task.changed else content.base_snapshot.plots, content.new_snapshot.plots
     lines: list[str] = []
     if "training" in new:
         lines += [
@@ -298,6 +400,12 @@ def _images(content: Content) -> list[str]:
     ]
 
 
+def _not_comparable(content: Content) -> list[str]:
+    if not content.task.changed or not content.base_snapshot.plots:
+        return []
+    return ["The base's plots are not comparable (another task or test set): only the new ones are shown.", ""]
+
+
 def render(content: Content) -> str:
     sections = [
         _summary(content),
@@ -305,6 +413,6 @@ def render(content: Content) -> str:
         _gate(content),
         _params(content),
         _data(content),
-        ["### Plots", "", *_confusion(content), *_charts(content), *_images(content)],
+        ["### Plots", "", *_not_comparable(content), *_confusion(content), *_charts(content), *_images(content)],
     ]
     return "\n\n".join("\n".join(section) for section in sections).rstrip() + "\n"

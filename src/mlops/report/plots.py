@@ -16,6 +16,7 @@ from matplotlib.ticker import MaxNLocator
 BASE_COLOUR, NEW_COLOUR = "#9e9e9e", "#1f77b4"
 BASE_LIGHT, NEW_LIGHT = "#d0d0d0", "#9ecae1"
 CURVE_GRID = np.round(np.linspace(0, 1, 11), 2)
+CLASS_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
 Plots = dict[str, pd.DataFrame]
 
@@ -82,16 +83,32 @@ def mermaid_training(base: pd.DataFrame | None, new: pd.DataFrame) -> str:
     return _mermaid("Loss per epoch", "epoch", categories, "loss", series, ", ".join(colours))
 
 
+def by_class(frame: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
+    """A curve file's one-vs-rest curves by class name, in file order ("" for a file without a class column)."""
+    if frame is None:
+        return {}
+    if "class" not in frame.columns:
+        return {"": frame}
+    return {str(label): curve for label, curve in frame.groupby("class", sort=False)}
+
+
+def curve_title(name: str, label: str) -> str:
+    title = "ROC curve" if name == "roc" else "Precision-recall curve"
+    return f"{title}, {label} vs rest" if label else title
+
+
 def mermaid_curve(name: str, base: pd.DataFrame | None, new: pd.DataFrame) -> str:
-    """ROC or precision-recall of base and new, read at the same points."""
-    title, x_title, y_title = (
-        ("ROC curve", "false positive rate", "true positive rate")
-        if name == "roc"
-        else ("Precision-recall curve", "recall", "precision")
-    )
-    series = [sampled_curve(name, frame) for frame in (base, new) if frame is not None]
-    colours = ", ".join([BASE_COLOUR, NEW_COLOUR] if base is not None else [NEW_COLOUR])
-    return _mermaid(title, x_title, [f"{x:g}" for x in CURVE_GRID], y_title, series, colours)
+    """One chart per class of ``new``: its ROC or precision-recall curve, over the base's for the same class."""
+    x_title, y_title = ("false positive rate", "true positive rate") if name == "roc" else ("recall", "precision")
+    base_curves = by_class(base)
+    charts = []
+    for label, curve in by_class(new).items():
+        before = base_curves.get(label)
+        series = [sampled_curve(name, frame) for frame in (before, curve) if frame is not None]
+        colours = ", ".join([BASE_COLOUR, NEW_COLOUR] if before is not None else [NEW_COLOUR])
+        grid = [f"{x:g}" for x in CURVE_GRID]
+        charts.append(_mermaid(curve_title(name, label), x_title, grid, y_title, series, colours))
+    return "\n\n".join(charts)
 
 
 def _save(figure: Figure, path: Path, title: str) -> Image:
@@ -138,21 +155,36 @@ def _training_png(base: pd.DataFrame | None, new: pd.DataFrame, path: Path) -> I
 
 
 def _curve_png(name: str, base: pd.DataFrame | None, new: pd.DataFrame, path: Path) -> Image:
-    x, y, title, x_label, y_label = (
-        ("fpr", "tpr", "ROC curve", "false positive rate", "true positive rate")
+    """All classes' curves in one figure: one colour per class, the base dashed where it has the same class."""
+    x, y, x_label, y_label = (
+        ("fpr", "tpr", "false positive rate", "true positive rate")
         if name == "roc"
-        else ("recall", "precision", "Precision-recall curve", "recall", "precision")
+        else ("recall", "precision", "recall", "precision")
     )
+    curves, base_curves = by_class(new), by_class(base)
+    title = curve_title(name, next(iter(curves))) if len(curves) == 1 else curve_title(name, "each class")
     figure = Figure(figsize=(4.8, 4.2))
     figure.subplots_adjust(left=0.15, right=0.96, bottom=0.12, top=0.92)
     axis = figure.subplots()
-    for side, frame, colour in (("base", base, BASE_COLOUR), ("new", new, NEW_COLOUR)):
-        if frame is not None:
-            axis.plot(frame[x], frame[y], color=colour, label=side, drawstyle="steps-post")
+    single = len(curves) == 1
+    for number, (label, curve) in enumerate(curves.items()):
+        colour = NEW_COLOUR if single else CLASS_COLOURS[number % len(CLASS_COLOURS)]
+        before = base_curves.get(label)
+        if before is not None:
+            axis.plot(
+                before[x],
+                before[y],
+                color=BASE_COLOUR if single else colour,
+                linestyle="--",
+                linewidth=1,
+                label="base" if single else f"{label} (base)",
+                drawstyle="steps-post",
+            )
+        axis.plot(curve[x], curve[y], color=colour, label="new" if single else label, drawstyle="steps-post")
     if name == "roc":
         axis.plot([0, 1], [0, 1], color="#cccccc", linestyle=":", label="chance")
     axis.set(xlabel=x_label, ylabel=y_label, xlim=(0, 1), ylim=(0, 1.02), title=title)
-    axis.legend(loc="lower right" if name == "roc" else "lower left")
+    axis.legend(loc="lower right" if name == "roc" else "lower left", fontsize="small")
     return _save(figure, path, f"{title}, base and new")
 
 

@@ -97,17 +97,31 @@ def with_window(params: CanaryParams, window: str | None) -> CanaryParams:
         raise CanaryError(f"--window {window!r} is not a duration like 90s, 10m or 1h: fix the option") from None
 
 
-def queries(window: str) -> dict[str, str]:
-    """The PromQL behind each statistic, every result grouped by variant."""
+def queries(window: str, by: str = "variant", matchers: str = "") -> dict[str, str]:
+    """The PromQL behind each statistic, grouped by the label ``by``, over the series that ``matchers`` select.
+
+    `mlops canary analyze` groups by variant (champion and challenger models in one server); the Kubernetes
+    image canary (deploy/k8s) selects new or stable pods by their pod-template hash and groups by nothing.
+    """
+
+    def series(metric: str, labels: str = "") -> str:
+        selected = ",".join(part for part in (labels, matchers) if part)
+        return f"{metric}{{{selected}}}" if selected else metric
+
+    requests, errors = series("mlops_requests_total"), series("mlops_requests_total", 'status=~"5.."')
+    feedback, correct = series("mlops_feedback_total"), series("mlops_feedback_total", 'correct="true"')
+    latency_by = ", ".join(part for part in (by, "le") if part)
     return {
-        "requests": f"sum by (variant) (increase(mlops_requests_total[{window}]))",
-        "errors": f'sum by (variant) (increase(mlops_requests_total{{status=~"5.."}}[{window}]))',
+        "requests": f"sum by ({by}) (increase({requests}[{window}]))",
+        "errors": f"sum by ({by}) (increase({errors}[{window}]))",
         "latency_p99_s": (
-            f"histogram_quantile(0.99, sum by (variant, le) (rate(mlops_request_latency_seconds_bucket[{window}])))"
+            f"histogram_quantile(0.99, sum by ({latency_by}) "
+            f"(rate({series('mlops_request_latency_seconds_bucket')}[{window}])))"
         ),
-        "feedback": f"sum by (variant) (increase(mlops_feedback_total[{window}]))",
-        "correct": f'sum by (variant) (increase(mlops_feedback_total{{correct="true"}}[{window}]))',
-        "versions": f"max by (variant, version) (max_over_time(mlops_model_info[{window}]))",
+        "feedback": f"sum by ({by}) (increase({feedback}[{window}]))",
+        "correct": f"sum by ({by}) (increase({correct}[{window}]))",
+        "versions": f"max by ({', '.join(part for part in (by, 'version') if part)}) "
+        f"(max_over_time({series('mlops_model_info')}[{window}]))",
     }
 
 
@@ -235,8 +249,8 @@ def analyze(prometheus_url: str, params: CanaryParams) -> Analysis:
     return decide(collect(prometheus_url, params.window), params)
 
 
-def apply(analysis: Analysis, client: MlflowClient, name: str) -> str:
-    """Move the registry aliases as the verdict says; what was done, as one sentence."""
+def apply(analysis: Analysis, client: MlflowClient, name: str, via: str) -> str:
+    """Move the registry aliases as the verdict says (recorded in the alias history); what was done, as one sentence."""
     from mlops.registry import registry  # MLflow is slow to import: only when the registry is used
 
     if analysis.decision is Decision.HOLD:
@@ -248,10 +262,11 @@ def apply(analysis: Analysis, client: MlflowClient, name: str) -> str:
             f"the registry's challenger for {name!r} is version {registered} but the server served version "
             f"{served} in the window: wait for the server to reload the alias and analyze again"
         )
+    why = f"canary {analysis.decision.value} over {analysis.window}: {analysis.reason}"
     if analysis.decision is Decision.PROMOTE:
-        registry.promote(client, name, served)
+        registry.promote(client, name, served, via, why)
         return f"promoted version {served} of {name!r} to champion"
-    registry.retire_challenger(client, name)
+    registry.retire_challenger(client, name, via, why)
     return f"removed the challenger alias from version {served} of {name!r}: the champion serves all traffic"
 
 

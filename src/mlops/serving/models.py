@@ -8,8 +8,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlops.contract import Classifier
 from mlops.errors import MlopsError
-from mlops.ml.model import TextClassifier
+from mlops.ml.model import load_classifier
 from mlops.serving.batcher import Batcher
 from mlops.serving.metrics import Metrics
 from mlops.serving.router import Variant
@@ -35,7 +36,7 @@ class Target:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    classifier: TextClassifier
+    classifier: Classifier
     model: str
     version: str
 
@@ -93,19 +94,19 @@ def _first_line(error: BaseException) -> str:
 
 
 def load(target: Target) -> LoadedModel:
-    """Load a version for inference: the TextClassifier itself, not the pyfunc DataFrame wrapper."""
+    """Load a version for inference: the Classifier itself, not the pyfunc DataFrame wrapper."""
     folder = Path(target.load_from)
     try:
-        if (folder / "config.json").exists():
-            classifier = TextClassifier(folder)
+        if folder.is_dir() and not (folder / "MLmodel").exists():
+            classifier = load_classifier(folder)
         else:
             import mlflow.pyfunc
 
             classifier = mlflow.pyfunc.load_model(target.load_from).unwrap_python_model().classifier
     except Exception as error:  # any failure of any loader means the same thing: this version cannot serve
         raise ServingError(f"cannot load {target.load_from}: {_first_line(error)}") from None
-    if not isinstance(classifier, TextClassifier):
-        raise ServingError(f"{target.load_from} is not a model of this project (no TextClassifier inside)")
+    if not isinstance(classifier, Classifier):
+        raise ServingError(f"{target.load_from} is not a model of this project (no mlops.contract.Classifier inside)")
     return LoadedModel(classifier, target.model, target.version)
 
 

@@ -1,0 +1,58 @@
+"""What the CPU kernel pins cost: `mlops train` with reproducibility.pin_cpu_kernels on and off, same run.
+
+    python bench/bench_determinism.py [--max-rows N] [--epochs N] [--repeats N]
+
+Trains the same params in one copy of the repository with the pins off and on, alternating, and prints a
+markdown table of the training times (median over the repeats) and their ratio (target: at most 1.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from common import copy_repository, sh, timed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-rows", type=int, default=None, help="subsample the data [default: all rows]")
+    parser.add_argument("--epochs", type=int, default=None, help="[default: params.yaml's]")
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-determinism-") as scratch:
+        project = Path(scratch)
+        copy_repository(project)
+        sh("git", "init", "-q", "-b", "main", cwd=project)
+        sh("dvc", "pull", "-q", "data.dvc", cwd=project)
+        params = yaml.safe_load((project / "params.yaml").read_text())
+        params["data"]["max_rows"] = args.max_rows
+        params["train"]["epochs"] = args.epochs or params["train"]["epochs"]
+        params["train"]["progress_bar"] = False
+        seconds: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(args.repeats):
+            for pin in (False, True):
+                params["reproducibility"]["pin_cpu_kernels"] = pin
+                (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+                seconds[pin].append(timed("mlops", "train", cwd=project))
+
+    unpinned, pinned = statistics.median(seconds[False]), statistics.median(seconds[True])
+    rows = [
+        ("`mlops train`, kernels not pinned", f"{unpinned:.1f} s", ""),
+        ("`mlops train`, kernels pinned (oneMKL COMPATIBLE, ATen and oneDNN AVX2)", f"{pinned:.1f} s", ""),
+        ("pinned / not pinned", f"{pinned / unpinned:.2f}x", "<= 1.5x"),
+    ]
+    size = f"{args.max_rows or 'all'} rows, {params['train']['epochs']} epochs, median of {args.repeats}"
+    print(f"Training time with and without the CPU kernel pins ({size}, {params['threads']} thread)\n")
+    print("| measure | value | target |\n|---|---|---|")
+    for name, value, target in rows:
+        print(f"| {name} | {value} | {target} |")
+
+
+if __name__ == "__main__":
+    main()

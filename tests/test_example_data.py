@@ -1,0 +1,54 @@
+"""The example's own data: the Rotten Tomatoes snippets (data/rotten_tomatoes_corpus_full.csv.bz2).
+
+Forkers: these tests know the example dataset (its labels, size and movie groups). Once params.yaml points at
+your data they skip, saying so; delete this module or rewrite it for your data.
+"""
+
+import pandas as pd
+import pytest
+
+from conftest import REPO_ROOT
+from mlops.config import load_params
+from mlops.ml.data import load_dataset, split_dataset
+
+EXAMPLE_PATH = "data/rotten_tomatoes_corpus_full.csv.bz2"
+PARAMS = load_params(REPO_ROOT / "params.yaml")
+
+pytestmark = pytest.mark.skipif(
+    PARAMS.data.path.as_posix() != EXAMPLE_PATH,
+    reason=f"params.yaml data.path is {PARAMS.data.path}, not the example's {EXAMPLE_PATH}: "
+    "these are the example's data tests (delete or rewrite tests/test_example_data.py)",
+)
+
+
+@pytest.fixture(scope="module")
+def real_data() -> pd.DataFrame:
+    if not (REPO_ROOT / EXAMPLE_PATH).exists():
+        pytest.skip(f"{EXAMPLE_PATH} is not in the work tree: run `dvc pull data.dvc`")
+    return load_dataset(PARAMS.data.model_copy(update={"path": REPO_ROOT / EXAMPLE_PATH, "max_rows": None}))
+
+
+def test_the_real_data_is_cleaned(real_data: pd.DataFrame) -> None:
+    assert list(real_data.columns) == ["text", "label", "group"]
+    assert set(real_data["label"]) == {"fresh", "rotten"}
+    assert not real_data["text"].duplicated().any()
+    assert (real_data["text"].str.strip() != "").all()
+    assert len(real_data) > 12000
+
+
+def test_splits_share_no_movie_and_keep_the_label_balance(real_data: pd.DataFrame) -> None:
+    splits = split_dataset(real_data, PARAMS.data, seed=42)
+    groups = [set(split["group"]) for _, split in splits.items()]
+    assert not groups[0] & groups[1] and not groups[0] & groups[2] and not groups[1] & groups[2]
+    assert sum(len(split) for _, split in splits.items()) == len(real_data)
+    overall = (real_data["label"] == "fresh").mean()
+    for _, split in splits.items():
+        assert abs((split["label"] == "fresh").mean() - overall) < 0.03
+    assert abs(len(splits.test) / len(real_data) - PARAMS.data.test_size) < 0.02
+
+
+def test_splits_are_deterministic(real_data: pd.DataFrame) -> None:
+    first, second = split_dataset(real_data, PARAMS.data, 42), split_dataset(real_data, PARAMS.data, 42)
+    for (_, a), (_, b) in zip(first.items(), second.items(), strict=True):
+        pd.testing.assert_frame_equal(a, b)
+    assert not split_dataset(real_data, PARAMS.data, 7).test.equals(first.test)
