@@ -337,8 +337,6 @@ class Act:
             "PIP_NO_INDEX": "1",  # the network is never needed: fail rather than download
             "npm_config_offline": "true",
         }
-        if "--base-results" not in run([str(BIN / "mlops"), "report", "--help"], REPO_ROOT).stdout:
-            env["STANDIN_MLOPS"] = str(STANDINS / "mlops-without-base-results")
         command = [
             "act", event, "--workflows", f".github/workflows/{workflow}", "--eventpath",
             str(self.root / f"event-{run_id}.json"), "-P", "ubuntu-latest=-self-hosted", "--action-offline-mode",
