@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Which `registry` artifact holds the registry to carry on: the last successful deploy's, on main.
+
+Without a tracking server the registry (mlflow.db and mlartifacts/) lives in artifacts, carried from one
+deploy to the next. This finds the newest successful Pipeline run from a push to main in this repository
+(never a pull request's or a fork's run) that left a `registry` artifact, and prints for $GITHUB_OUTPUT:
+
+    run-id=N and artifact-id=M        restore that artifact
+    cold-start=REASON                 there is none yet, or it expired: start an empty registry
+
+Any other failure (the API unreachable, an answer it cannot read) exits 1: the deploy fails closed rather
+than start from an empty registry and lose the champion. Standard library and `gh` only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+
+Api = Callable[[str], object]
+RUNS_PER_PAGE = 30
+
+
+class RestoreError(Exception):
+    pass
+
+
+def gh_api(path: str) -> object:
+    result = subprocess.run(["gh", "api", path], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RestoreError(f"`gh api {path}` failed: {(result.stderr.strip() or 'no output').splitlines()[0][:200]}")
+    return json.loads(result.stdout)
+
+
+def find(repository: str, current_run: int, api: Api) -> dict[str, str]:
+    listed = api(
+        f"repos/{repository}/actions/workflows/pipeline.yml/runs"
+        f"?branch=main&event=push&status=success&per_page={RUNS_PER_PAGE}"
+    )
+    if not isinstance(listed, dict) or not isinstance(listed.get("workflow_runs"), list):
+        raise RestoreError("the API's list of Pipeline runs is not what GitHub answers")
+    runs = [
+        run
+        for run in listed["workflow_runs"]
+        if run["id"] != current_run
+        and run["event"] == "push"
+        and run["head_branch"] == "main"
+        and run["head_repository"]["full_name"] == repository
+    ]
+    for run in runs:
+        artifacts = api(f"repos/{repository}/actions/runs/{run['id']}/artifacts?name=registry")
+        if not isinstance(artifacts, dict) or not isinstance(artifacts.get("artifacts"), list):
+            raise RestoreError(f"the API's artifact list of run {run['id']} is not what GitHub answers")
+        if not artifacts["artifacts"]:
+            continue  # a run on main that kept no registry (a team tracking server was set then)
+        artifact = artifacts["artifacts"][0]
+        if artifact.get("expired"):
+            return {"cold-start": f"the registry of run {run['id']} expired"}
+        return {"run-id": str(run["id"]), "artifact-id": str(artifact["id"])}
+    return {"cold-start": "no earlier deploy kept a registry"}
+
+
+def main() -> int:
+    try:
+        found = find(os.environ["GITHUB_REPOSITORY"], int(os.environ["GITHUB_RUN_ID"]), gh_api)
+    except (RestoreError, KeyError, TypeError, ValueError) as error:
+        print(f"error: cannot tell which registry to restore ({error}): failing closed", file=sys.stderr)
+        return 1
+    print("\n".join(f"{key}={value}" for key, value in found.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
