@@ -114,6 +114,8 @@ class ServingParams(Section):
     max_text_chars: PositiveInt
     reload_seconds: Annotated[float, Field(gt=0)]
     feedback_window: PositiveInt
+    max_queued_texts: PositiveInt
+    read_timeout_seconds: Annotated[float, Field(gt=0, le=3600)]
 
 
 class CanaryParams(Section):

@@ -42,6 +42,7 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self.queued = 0  # texts submitted and not yet answered (admission control reads it)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -52,7 +53,11 @@ class Batcher:
             raise RuntimeError("batcher is closed")
         job = _Job(texts)
         self._queue.put_nowait(job)
-        return await job.done
+        self.queued += len(texts)
+        try:
+            return await job.done
+        finally:
+            self.queued -= len(texts)
 
     async def close(self) -> None:
         """Finish every job already submitted, then stop."""

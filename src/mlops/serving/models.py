@@ -5,9 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
+import numpy as np
+
+from mlops.contract import Classifier
 from mlops.errors import MlopsError
 from mlops.ml.model import TextClassifier
 from mlops.serving.batcher import Batcher
@@ -92,20 +98,79 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(error).__name__
 
 
-def load(target: Target) -> LoadedModel:
-    """Load a version for inference: the TextClassifier itself, not the pyfunc DataFrame wrapper."""
-    folder = Path(target.load_from)
-    try:
-        if (folder / "config.json").exists():
-            classifier = TextClassifier(folder)
-        else:
-            import mlflow.pyfunc
+# Neutral texts (no words of the forker's domain): any text classifier must score them.
+PROBE_TEXTS = ["probe", "a longer probe made of several ordinary words, to exercise truncation and padding", "?"]
 
-            classifier = mlflow.pyfunc.load_model(target.load_from).unwrap_python_model().classifier
-    except Exception as error:  # any failure of any loader means the same thing: this version cannot serve
-        raise ServingError(f"cannot load {target.load_from}: {_first_line(error)}") from None
+
+class _TransformersWarnings(logging.Handler):
+    """Collects transformers' warnings while a model loads, keeping its load report and progress bar off stderr."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    @contextmanager
+    def capturing(self) -> Iterator[Self]:
+        import transformers.utils.logging as transformers_logging
+
+        logger = logging.getLogger("transformers")
+        progress_bar = transformers_logging.is_progress_bar_enabled()
+        transformers_logging.disable_progress_bar()
+        transformers_logging.disable_default_handler()
+        logger.addHandler(self)
+        try:
+            yield self
+        finally:
+            logger.removeHandler(self)
+            transformers_logging.enable_default_handler()
+            if progress_bar:
+                transformers_logging.enable_progress_bar()
+
+
+def probe(classifier: Classifier) -> str | None:
+    """Why the classifier cannot serve, or None: it must give finite probabilities, one row per text summing to 1."""
+    try:
+        probabilities = np.asarray(classifier.predict_proba(PROBE_TEXTS))
+    except Exception as error:  # whatever breaks here would break every request
+        return f"scoring a probe text fails ({_first_line(error)})"
+    expected = (len(PROBE_TEXTS), len(classifier.labels))
+    if len(classifier.labels) < 2 or probabilities.shape != expected:
+        return f"it gives probabilities of shape {probabilities.shape} for {len(classifier.labels)} labels"
+    if not np.isfinite(probabilities).all():
+        return "it gives NaN or infinite probabilities (broken weights)"
+    if (probabilities < 0).any() or not np.allclose(probabilities.sum(axis=1), 1, atol=1e-3):
+        return "its probabilities are not a distribution over the labels (rows outside [0, 1] or not summing to 1)"
+    return None
+
+
+def load(target: Target) -> LoadedModel:
+    """Load a version for inference (the TextClassifier itself, not the pyfunc DataFrame wrapper) and probe it.
+
+    A version that loads but cannot answer (no tokenizer, a classifier head transformers had to initialise at
+    random, NaN weights) is refused here, so it never becomes ready or replaces a working version.
+    """
+    folder = Path(target.load_from)
+    with _TransformersWarnings().capturing() as warnings:
+        try:
+            if (folder / "config.json").exists():
+                classifier = TextClassifier(folder)
+            else:
+                import mlflow.pyfunc
+
+                classifier = mlflow.pyfunc.load_model(target.load_from).unwrap_python_model().classifier
+        except Exception as error:  # any failure of any loader means the same thing: this version cannot serve
+            raise ServingError(f"cannot load {target.load_from}: {_first_line(error)}") from None
     if not isinstance(classifier, TextClassifier):
         raise ServingError(f"{target.load_from} is not a model of this project (no TextClassifier inside)")
+    if any("newly initialized" in message for message in warnings.messages):
+        problem = "its weights lack tensors that transformers then initialised at random (a classifier head?)"
+    else:
+        problem = probe(classifier)
+    if problem is not None:
+        raise ServingError(f"refusing {target.load_from}: {problem}; it cannot serve, fix or re-register the model")
     return LoadedModel(classifier, target.model, target.version)
 
 
