@@ -126,6 +126,28 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_rows() -> None:
         assert rows.tolist() == [[size, 0], [size, 0]]
 
 
+def test_with_two_inference_threads_a_second_batch_runs_while_the_first_is_scored() -> None:
+    started = threading.Semaphore(0)
+    release = threading.Event()
+
+    def model(texts: list[str]) -> np.ndarray:
+        started.release()
+        release.wait(timeout=30)
+        return np.zeros((len(texts), 2))
+
+    async def scenario() -> bool:
+        batcher = Batcher(model, max_batch_size=1, max_wait_seconds=0, threads=2)
+        batcher.start()
+        pending = [asyncio.create_task(batcher.submit([text])) for text in "ab"]
+        both_running = await asyncio.to_thread(lambda: all(started.acquire(timeout=30) for _ in range(2)))
+        release.set()
+        await asyncio.gather(*pending)
+        await batcher.close()
+        return both_running
+
+    assert asyncio.run(scenario())
+
+
 def test_a_lone_request_does_not_wait_for_company() -> None:
     model = SlowModel()
     model.release.set()

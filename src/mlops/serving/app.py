@@ -468,7 +468,7 @@ def build_server(params: Params, sources: dict[Variant, ModelSource], fault_inje
     if any(":/" in source.uri for source in sources.values()):
         tracking.connect()
     metrics = Metrics()
-    pool = ModelPool(sources, metrics, params.serving.max_batch_size, params.serving.max_batch_wait_ms / 1000)
+    pool = ModelPool(sources, metrics, params.serving)
     pool.load_initial()
     return ModelServer(pool, params.serving, metrics, fault_injection)
 

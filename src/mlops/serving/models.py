@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ from typing import Self
 
 import numpy as np
 
+from mlops.config import ServingParams
 from mlops.contract import Classifier
 from mlops.errors import MlopsError
 from mlops.ml.model import TextClassifier
@@ -24,6 +26,11 @@ log = logging.getLogger(__name__)
 
 ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)$")
 VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>[0-9]+)$")
+
+
+def inference_threads(settings: ServingParams) -> int:
+    """Batches scored at once: serving.inference_threads, or one per core this process may use."""
+    return settings.inference_threads or len(os.sched_getaffinity(0))
 
 
 class ServingError(MlopsError):
@@ -189,13 +196,12 @@ class Served:
 class ModelPool:
     """The served version of each variant, reloaded when its alias moves; a failed load keeps the old one."""
 
-    def __init__(
-        self, sources: dict[Variant, ModelSource], metrics: Metrics, max_batch_size: int, max_wait_seconds: float
-    ) -> None:
+    def __init__(self, sources: dict[Variant, ModelSource], metrics: Metrics, settings: ServingParams) -> None:
         self._sources = sources
         self._metrics = metrics
-        self._max_batch_size = max_batch_size
-        self._max_wait_seconds = max_wait_seconds
+        self._max_batch_size = settings.max_batch_size
+        self._max_wait_seconds = settings.max_batch_wait_ms / 1000
+        self._inference_threads = inference_threads(settings)
         self._loaded: dict[Variant, LoadedModel] = {}
         self._served: dict[Variant, Served] = {}
         self._lock = asyncio.Lock()
@@ -263,7 +269,13 @@ class ModelPool:
         def count_batch(size: int) -> None:
             self._metrics.batch_size.labels(variant=variant).observe(size)
 
-        batcher = Batcher(loaded.classifier.predict_proba, self._max_batch_size, self._max_wait_seconds, count_batch)
+        batcher = Batcher(
+            loaded.classifier.predict_proba,
+            self._max_batch_size,
+            self._max_wait_seconds,
+            count_batch,
+            self._inference_threads,
+        )
         batcher.start()
         previous = self._served.get(variant)
         self._served[variant] = Served(loaded, batcher)
