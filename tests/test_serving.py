@@ -7,6 +7,7 @@ tiny project; tests/test_serving_e2e.py runs the real `mlops serve` against a re
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import shutil
 import threading
@@ -20,7 +21,7 @@ from fastapi.testclient import TestClient
 
 from conftest import tiny_params
 from mlops.config import Params
-from mlops.serving.app import build_server, create_app
+from mlops.serving.app import RecentPredictions, build_server, create_app
 from mlops.serving.batcher import Batcher
 from mlops.serving.models import ModelSource, ServingError
 from mlops.serving.router import bucket, route
@@ -117,6 +118,28 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_rows() -> None:
         assert rows.tolist() == [[size, 0], [size, 0]]
 
 
+def test_with_two_inference_threads_a_second_batch_runs_while_the_first_is_scored() -> None:
+    started = threading.Semaphore(0)
+    release = threading.Event()
+
+    def model(texts: list[str]) -> np.ndarray:
+        started.release()
+        release.wait(timeout=30)
+        return np.zeros((len(texts), 2))
+
+    async def scenario() -> bool:
+        batcher = Batcher(model, max_batch_size=1, max_wait_seconds=0, threads=2)
+        batcher.start()
+        pending = [asyncio.create_task(batcher.submit([text])) for text in "ab"]
+        both_running = await asyncio.to_thread(lambda: all(started.acquire(timeout=30) for _ in range(2)))
+        release.set()
+        await asyncio.gather(*pending)
+        await batcher.close()
+        return both_running
+
+    assert asyncio.run(scenario())
+
+
 def test_a_lone_request_does_not_wait_for_company() -> None:
     model = SlowModel()
     model.release.set()
@@ -169,6 +192,18 @@ def test_closing_finishes_the_requests_already_queued() -> None:
         return await asyncio.gather(*pending)
 
     assert len(asyncio.run(scenario())) == 5
+
+
+def test_remembered_answers_drop_out_of_the_garbage_collectors_sight() -> None:
+    """A full feedback window must not lengthen full collections: they stop the whole server (issue 15's tail)."""
+    recent = RecentPredictions(capacity=100)
+    for number in range(100):
+        recent.add(f"request-{number}", "champion", "1", ["fresh", "rotten"], ["rotten", "fresh"])
+        recent.add(f"request-{number}", "challenger", "2", ["rotten", "rotten"], ["rotten", "fresh"])
+    recent.judge(recent.get("request-7"), 1)
+    for _ in range(2):  # a tuple holding tuples is untracked one collection after what it holds
+        gc.collect()
+    assert [number for number in range(100) if gc.is_tracked(recent.get(f"request-{number}"))] == []
 
 
 # The HTTP contract
@@ -339,3 +374,125 @@ def test_a_model_path_that_is_neither_folder_nor_uri_is_a_one_line_error(tmp_pat
         build_server(params_with(), {"champion": ModelSource(str(tmp_path / "missing"))})
     with pytest.raises(ServingError, match="cannot load"):
         build_server(params_with(), {"champion": ModelSource(str(tmp_path))})
+
+
+def test_the_challenger_answers_exactly_the_keys_below_its_share() -> None:
+    keys = [f"user-{number}" for number in range(1000)]
+    challenger_keys = [key for key in keys if route(key, 0.2) == "challenger"]
+    assert len(challenger_keys) == 202  # pinned: a share of 0.2 routes 202 of these 1,000 keys
+    assert challenger_keys[:8] == ["user-0", "user-8", "user-10", "user-15", "user-16", "user-19", "user-25", "user-27"]
+
+
+def test_the_app_routes_the_configured_share_not_its_complement(client_for) -> None:
+    client = client_for(challenger_share=0.2)
+    keys = [f"user-{number}" for number in range(40)]
+    variants = {key: client.post("/predict", json={"text": "fine", "key": key}).json()["variant"] for key in keys}
+    assert [key for key in keys if variants[key] == "challenger"] == [
+        "user-0", "user-8", "user-10", "user-15", "user-16", "user-19", "user-25", "user-27",
+    ]  # fmt: skip
+
+
+def test_feedback_on_a_later_text_of_a_batch_counts_after_another_was_judged(client_for) -> None:
+    client = client_for(challenger=False)
+    answer = client.post("/predict", json={"texts": ["dull", "great fun", "meh"]}).json()
+    predicted = [prediction["label"] for prediction in answer["predictions"]]
+    for index in (0, 2):
+        response = client.post("/feedback", json={"request_id": answer["request_id"], "label": "fresh", "index": index})
+        assert response.status_code == 200, response.text
+        [result] = response.json()["results"]
+        assert result["predicted"] == predicted[index] and result["correct"] == (predicted[index] == "fresh")
+    again = client.post("/feedback", json={"request_id": answer["request_id"], "label": "fresh", "index": 2})
+    assert again.status_code == 409
+    metrics = client.get("/metrics").text
+    assert sample(metrics, "mlops_feedback_total", variant="champion") == 2
+
+
+def test_a_failing_shadow_challenger_is_counted_and_never_reaches_the_caller(client_for) -> None:
+    client = client_for(shadow=True, challenger_share=1.0, fault_injection=True)
+    assert (
+        client.post("/admin/faults", json={"variant": "challenger", "error_rate": 1, "delay_ms": 0}).status_code == 200
+    )
+    answers = [client.post("/predict", json={"text": "solid", "key": f"user-{n}"}) for n in range(6)]
+    assert {(answer.status_code, answer.json()["variant"]) for answer in answers} == {(200, "champion")}
+
+    def challenger_failures() -> float:
+        return sample(client.get("/metrics").text, "mlops_requests_total", variant="challenger", status="500")
+
+    deadline = time.monotonic() + 30
+    while challenger_failures() < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    metrics = client.get("/metrics").text
+    assert challenger_failures() == 6
+    assert sample(metrics, "mlops_requests_total", variant="challenger", status="200") == 0
+    assert sample(metrics, "mlops_request_latency_seconds_count", variant="challenger") == 6
+    assert sample(metrics, "mlops_predictions_total", variant="challenger") == 0
+    assert sample(metrics, "mlops_requests_total", variant="champion", status="200") == 6
+    feedback = client.post("/feedback", json={"request_id": answers[0].json()["request_id"], "label": "fresh"})
+    assert [result["variant"] for result in feedback.json()["results"]] == ["champion"]
+
+
+# A broken model never becomes ready
+
+
+def broken_copy(model: Path, destination: Path, damage: str) -> Path:
+    """A copy of a saved model with one kind of damage: no tokenizer, no classifier head, or NaN weights."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(model, destination)
+    if damage == "no tokenizer":
+        for path in destination.glob("tokenizer*"):
+            path.unlink()
+        return destination
+    weights_file = destination / "model.safetensors"
+    weights = load_file(weights_file)
+    if damage == "no classifier head":
+        weights = {name: tensor for name, tensor in weights.items() if not name.startswith("classifier")}
+    else:
+        weights = {name: torch.full_like(tensor, float("nan")) for name, tensor in weights.items()}
+    save_file(weights, weights_file, metadata={"format": "pt"})
+    return destination
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("no tokenizer", "scoring a probe text fails"),
+        ("no classifier head", "initialised at random"),
+        ("NaN weights", "NaN or infinite probabilities"),
+    ],
+)
+def test_a_model_that_cannot_answer_sanely_is_refused_at_load(
+    model_versions: tuple[Path, Path], tmp_path: Path, damage: str, message: str
+) -> None:
+    broken = broken_copy(model_versions[0], tmp_path / "broken", damage)
+    with pytest.raises(ServingError, match=message) as refused:
+        build_server(params_with(), {"champion": ModelSource(str(broken))})
+    assert "\n" not in str(refused.value) and str(refused.value).startswith(f"refusing {broken}")
+
+
+def test_a_challenger_that_fails_the_probe_is_counted_and_left_out(model_versions: tuple[Path, Path], tmp_path) -> None:
+    broken = broken_copy(model_versions[1], tmp_path / "broken", "NaN weights")
+    sources = {"champion": ModelSource(str(model_versions[0])), "challenger": ModelSource(str(broken))}
+    server = build_server(params_with(challenger_share=1.0), sources)
+    with TestClient(create_app(server)) as client:
+        assert client.get("/readyz").json()["challenger"] is None
+        assert client.post("/predict", json={"text": "x"}).json()["variant"] == "champion"
+        assert sample(client.get("/metrics").text, "mlops_model_load_failures_total", variant="challenger") == 1
+
+
+# Admission control
+
+
+def test_beyond_the_queue_bound_requests_are_refused_with_retry_after_and_counted(client_for) -> None:
+    client = client_for(challenger=False, max_queued_texts=4, max_items=4)
+    served = client.app.state.server.pool.get("champion")
+    served.batcher.queued = 3  # three texts already waiting
+    refused = client.post("/predict", json={"texts": ["a", "b"]})
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert "serving.max_queued_texts" in refused.json()["detail"]
+    served.batcher.queued = 2
+    assert client.post("/predict", json={"texts": ["a", "b"]}).status_code == 200
+    metrics = client.get("/metrics").text
+    assert sample(metrics, "mlops_rejected_requests_total", variant="champion") == 1
+    assert sample(metrics, "mlops_requests_total", variant="champion", status="503") == 1

@@ -137,10 +137,13 @@ class ServingParams(Section):
     shadow: bool
     max_batch_size: PositiveInt
     max_batch_wait_ms: Annotated[float, Field(ge=0, le=1000)]
+    inference_threads: PositiveInt | None
     max_items: PositiveInt
     max_text_chars: PositiveInt
     reload_seconds: Annotated[float, Field(gt=0)]
     feedback_window: PositiveInt
+    max_queued_texts: PositiveInt
+    read_timeout_seconds: Annotated[float, Field(gt=0, le=3600)]
 
 
 class CanaryParams(Section):

@@ -19,12 +19,13 @@ class _Job:
 
 
 class Batcher:
-    """Queues texts from many requests and scores them together in one worker thread.
+    """Queues texts from many requests and scores them together, up to ``threads`` batches at once.
 
     A batch takes everything already queued (up to ``max_batch_size`` texts). It waits up to
     ``max_wait_seconds`` for more only while the previous batch was shared, so a lone client
-    never pays the wait and a busy server fills its batches. Torch releases the GIL, so the event
-    loop keeps accepting requests while a batch runs.
+    never pays the wait and a busy server fills its batches. Batches run in worker threads:
+    the tokenizer and torch release the GIL, so the event loop keeps accepting requests and
+    several batches use several cores.
     """
 
     def __init__(
@@ -33,15 +34,19 @@ class Batcher:
         max_batch_size: int,
         max_wait_seconds: float,
         on_batch: Callable[[int], None] = lambda size: None,
+        threads: int = 1,
     ) -> None:
         self._predict = predict
         self._max_batch_size = max_batch_size
         self._max_wait_seconds = max_wait_seconds
         self._on_batch = on_batch
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="inference")
+        self._free_threads = asyncio.Semaphore(threads)
+        self._running: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self.queued = 0  # texts submitted and not yet answered (admission control reads it)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -52,7 +57,11 @@ class Batcher:
             raise RuntimeError("batcher is closed")
         job = _Job(texts)
         self._queue.put_nowait(job)
-        return await job.done
+        self.queued += len(texts)
+        try:
+            return await job.done
+        finally:
+            self.queued -= len(texts)
 
     async def close(self) -> None:
         """Finish every job already submitted, then stop."""
@@ -60,6 +69,8 @@ class Batcher:
         self._queue.put_nowait(None)
         if self._task is not None:
             await self._task
+        if self._running:
+            await asyncio.gather(*self._running)
         self._executor.shutdown(wait=True)
 
     async def _run(self) -> None:
@@ -67,6 +78,7 @@ class Batcher:
         previous_size = 0
         stopping = False
         while not stopping:
+            await self._free_threads.acquire()
             first = await self._queue.get()
             if first is None:
                 break
@@ -89,7 +101,13 @@ class Batcher:
                 jobs.append(job)
                 size += len(job.texts)
             previous_size = size
-            await self._score(jobs, size)
+            batch = loop.create_task(self._score(jobs, size))
+            self._running.add(batch)
+            batch.add_done_callback(self._finished)
+
+    def _finished(self, batch: asyncio.Task[None]) -> None:
+        self._running.discard(batch)
+        self._free_threads.release()
 
     async def _score(self, jobs: list[_Job], size: int) -> None:
         texts = [text for job in jobs for text in job.texts]

@@ -64,6 +64,12 @@ class Metrics:
             ["variant"],
             registry=registry,
         )
+        self.rejected = Counter(
+            "mlops_rejected_requests",
+            "Prediction requests refused with 503 because serving.max_queued_texts were already waiting.",
+            ["variant"],
+            registry=registry,
+        )
         self.training_label_share = Gauge(
             "mlops_training_label_share",
             "Label mix of the data the served model was trained on.",
@@ -80,6 +86,7 @@ class Metrics:
             for correct in ("true", "false"):
                 self.feedback.labels(variant=variant, correct=correct)
             self.load_failures.labels(variant=variant)
+            self.rejected.labels(variant=variant)
 
     def model_loaded(self, variant: str, model: str, version: str, label_share: dict[str, float]) -> None:
         """Point the info and label-share gauges at a newly served version, dropping the old label set."""

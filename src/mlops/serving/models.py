@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
+import numpy as np
+
+from mlops.config import ServingParams
 from mlops.contract import Classifier
 from mlops.errors import MlopsError
 from mlops.ml.model import load_classifier
@@ -19,6 +26,11 @@ log = logging.getLogger(__name__)
 
 ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)$")
 VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>[0-9]+)$")
+
+
+def inference_threads(settings: ServingParams) -> int:
+    """Batches scored at once: serving.inference_threads, or one per core this process may use."""
+    return settings.inference_threads or len(os.sched_getaffinity(0))
 
 
 class ServingError(MlopsError):
@@ -93,20 +105,79 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(error).__name__
 
 
-def load(target: Target) -> LoadedModel:
-    """Load a version for inference: the Classifier itself, not the pyfunc DataFrame wrapper."""
-    folder = Path(target.load_from)
-    try:
-        if folder.is_dir() and not (folder / "MLmodel").exists():
-            classifier = load_classifier(folder)
-        else:
-            import mlflow.pyfunc
+# Neutral texts (no words of the forker's domain): any text classifier must score them.
+PROBE_TEXTS = ["probe", "a longer probe made of several ordinary words, to exercise truncation and padding", "?"]
 
-            classifier = mlflow.pyfunc.load_model(target.load_from).unwrap_python_model().classifier
-    except Exception as error:  # any failure of any loader means the same thing: this version cannot serve
-        raise ServingError(f"cannot load {target.load_from}: {_first_line(error)}") from None
+
+class _TransformersWarnings(logging.Handler):
+    """Collects transformers' warnings while a model loads, keeping its load report and progress bar off stderr."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    @contextmanager
+    def capturing(self) -> Iterator[Self]:
+        import transformers.utils.logging as transformers_logging
+
+        logger = logging.getLogger("transformers")
+        progress_bar = transformers_logging.is_progress_bar_enabled()
+        transformers_logging.disable_progress_bar()
+        transformers_logging.disable_default_handler()
+        logger.addHandler(self)
+        try:
+            yield self
+        finally:
+            logger.removeHandler(self)
+            transformers_logging.enable_default_handler()
+            if progress_bar:
+                transformers_logging.enable_progress_bar()
+
+
+def probe(classifier: Classifier) -> str | None:
+    """Why the classifier cannot serve, or None: it must give finite probabilities, one row per text summing to 1."""
+    try:
+        probabilities = np.asarray(classifier.predict_proba(PROBE_TEXTS))
+    except Exception as error:  # whatever breaks here would break every request
+        return f"scoring a probe text fails ({_first_line(error)})"
+    expected = (len(PROBE_TEXTS), len(classifier.labels))
+    if len(classifier.labels) < 2 or probabilities.shape != expected:
+        return f"it gives probabilities of shape {probabilities.shape} for {len(classifier.labels)} labels"
+    if not np.isfinite(probabilities).all():
+        return "it gives NaN or infinite probabilities (broken weights)"
+    if (probabilities < 0).any() or not np.allclose(probabilities.sum(axis=1), 1, atol=1e-3):
+        return "its probabilities are not a distribution over the labels (rows outside [0, 1] or not summing to 1)"
+    return None
+
+
+def load(target: Target) -> LoadedModel:
+    """Load a version for inference (the Classifier itself, not the pyfunc DataFrame wrapper) and probe it.
+
+    A version that loads but cannot answer (no tokenizer, a classifier head transformers had to initialise at
+    random, NaN weights) is refused here, so it never becomes ready or replaces a working version.
+    """
+    folder = Path(target.load_from)
+    with _TransformersWarnings().capturing() as warnings:
+        try:
+            if folder.is_dir() and not (folder / "MLmodel").exists():
+                classifier = load_classifier(folder)
+            else:
+                import mlflow.pyfunc
+
+                classifier = mlflow.pyfunc.load_model(target.load_from).unwrap_python_model().classifier
+        except Exception as error:  # any failure of any loader means the same thing: this version cannot serve
+            raise ServingError(f"cannot load {target.load_from}: {_first_line(error)}") from None
     if not isinstance(classifier, Classifier):
         raise ServingError(f"{target.load_from} is not a model of this project (no mlops.contract.Classifier inside)")
+    if any("newly initialized" in message for message in warnings.messages):
+        problem = "its weights lack tensors that transformers then initialised at random (a classifier head?)"
+    else:
+        problem = probe(classifier)
+    if problem is not None:
+        raise ServingError(f"refusing {target.load_from}: {problem}; it cannot serve, fix or re-register the model")
     return LoadedModel(classifier, target.model, target.version)
 
 
@@ -125,13 +196,12 @@ class Served:
 class ModelPool:
     """The served version of each variant, reloaded when its alias moves; a failed load keeps the old one."""
 
-    def __init__(
-        self, sources: dict[Variant, ModelSource], metrics: Metrics, max_batch_size: int, max_wait_seconds: float
-    ) -> None:
+    def __init__(self, sources: dict[Variant, ModelSource], metrics: Metrics, settings: ServingParams) -> None:
         self._sources = sources
         self._metrics = metrics
-        self._max_batch_size = max_batch_size
-        self._max_wait_seconds = max_wait_seconds
+        self._max_batch_size = settings.max_batch_size
+        self._max_wait_seconds = settings.max_batch_wait_ms / 1000
+        self._inference_threads = inference_threads(settings)
         self._loaded: dict[Variant, LoadedModel] = {}
         self._served: dict[Variant, Served] = {}
         self._lock = asyncio.Lock()
@@ -199,7 +269,13 @@ class ModelPool:
         def count_batch(size: int) -> None:
             self._metrics.batch_size.labels(variant=variant).observe(size)
 
-        batcher = Batcher(loaded.classifier.predict_proba, self._max_batch_size, self._max_wait_seconds, count_batch)
+        batcher = Batcher(
+            loaded.classifier.predict_proba,
+            self._max_batch_size,
+            self._max_wait_seconds,
+            count_batch,
+            self._inference_threads,
+        )
         batcher.start()
         previous = self._served.get(variant)
         self._served[variant] = Served(loaded, batcher)
