@@ -71,7 +71,8 @@ def load_mutants() -> list[Mutant]:
 
 def mutated_line(mutant: Mutant) -> str:
     """The mutant's new line(s), from `mutmut show`."""
-    diff = subprocess.run(["mutmut", "show", mutant.key], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    show = [sys.executable, "-m", "mutmut", "show", mutant.key]
+    diff = subprocess.run(show, capture_output=True, text=True, check=True, cwd=ROOT).stdout
     added = [line[1:].strip() for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
     return " / ".join(added)
 
