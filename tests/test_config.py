@@ -88,6 +88,13 @@ def test_exponent_floats_are_numbers_as_in_yaml_1_2(tmp_path: Path) -> None:
     assert load_params(write(tmp_path, text)).train.learning_rate == 0.001
 
 
+def test_yaml_merge_keys_may_be_overridden_without_counting_as_duplicates(tmp_path: Path) -> None:
+    text = yaml.safe_dump(tiny_params(), sort_keys=False).replace("train:\n", "train: &train\n", 1)
+    text += "other: {<<: *train, epochs: 3}\n"
+    with pytest.raises(ConfigError, match=r"other: unknown key"):
+        load_params(write(tmp_path, text))
+
+
 def test_paths_and_values_keep_their_types(tmp_path: Path) -> None:
     params = load_params(write(tmp_path, tiny_params()))
     assert params.data.path == Path("data/rotten_tomatoes_corpus_full.csv.bz2")
