@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import tiny_params
 from mlops.config import Params
@@ -25,18 +24,9 @@ from mlops.serving.app import RecentPredictions, build_server, create_app
 from mlops.serving.batcher import Batcher
 from mlops.serving.models import ModelSource, ServingError
 from mlops.serving.router import bucket, route
+from serving_helpers import broken_copy, sample
 
 LIMITS = {"max_items": 4, "max_text_chars": 50}
-
-
-def sample(metrics_text: str, name: str, **labels: str) -> float:
-    """The sum of the samples of a Prometheus exposition matching a name and labels (0 when none)."""
-    return sum(
-        found.value
-        for family in text_string_to_metric_families(metrics_text)
-        for found in family.samples
-        if found.name == name and all(found.labels.get(key) == value for key, value in labels.items())
-    )
 
 
 def params_with(**serving: object) -> Params:
@@ -442,26 +432,6 @@ def test_a_failing_shadow_challenger_is_counted_and_never_reaches_the_caller(cli
 
 
 # A broken model never becomes ready
-
-
-def broken_copy(model: Path, destination: Path, damage: str) -> Path:
-    """A copy of a saved model with one kind of damage: no tokenizer, no classifier head, or NaN weights."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    shutil.copytree(model, destination)
-    if damage == "no tokenizer":
-        for path in destination.glob("tokenizer*"):
-            path.unlink()
-        return destination
-    weights_file = destination / "model.safetensors"
-    weights = load_file(weights_file)
-    if damage == "no classifier head":
-        weights = {name: tensor for name, tensor in weights.items() if not name.startswith("classifier")}
-    else:
-        weights = {name: torch.full_like(tensor, float("nan")) for name, tensor in weights.items()}
-    save_file(weights, weights_file, metadata={"format": "pt"})
-    return destination
 
 
 @pytest.mark.parametrize(
