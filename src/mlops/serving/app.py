@@ -142,7 +142,7 @@ class RecentPredictions:
 
     A record is one flat dict of strings and tuples of strings, not dataclasses or nested dicts: the garbage
     collector stops tracking such containers, so a full window (100,000 requests) adds nothing to a full
-    collection. Kept as objects it holds, they made each full collection walk the window, a pause that grew
+    collection. As dataclasses, records made each full collection walk the whole window, a pause that grew
     to hundreds of milliseconds under load (the long p99 of issue 15).
     """
 
