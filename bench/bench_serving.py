@@ -2,12 +2,16 @@
 
 Run from a project where `dvc repro` has trained a model (models/run.json and its tracking store):
 
-    python bench/bench_serving.py [--duration 10] [--clients 1 8 32]
+    python bench/bench_serving.py [--duration 10] [--connections 32 64] [--clients 1 8 32] [--overload 200]
 
 The run's model is registered in a throwaway copy of the sqlite tracking store (the project's own
-registry is left alone), both servers load it from there as models:/NAME@champion, and each is driven
-by closed-loop async clients sending one sentence per request. Prints a markdown table and the ratios.
-Timings only mean something on an otherwise idle machine.
+registry is left alone), and both servers load it from there as models:/NAME@champion. Each is driven by
+`wrk` (a C load generator that barely loads the CPU; Debian package wrk) and by closed-loop async Python
+clients, one sentence per request. The same run measures the model's batched ceiling: the model alone
+scoring batches of serving.max_batch_size on as many threads as `mlops serve` uses. `--overload` sends
+that many connections to `mlops serve` and reports the p99 of the requests it admitted (the others get
+503 beyond serving.max_queued_texts). Prints markdown tables and the ratios. Timings only mean something
+on an otherwise idle machine: the bench prints the load average before and after.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -58,18 +63,45 @@ class Target:
 @dataclass(frozen=True)
 class Result:
     server: str
-    clients: int
+    client: str
+    connections: int
     requests: int
     errors: int
     rps: float
-    p50_ms: float
-    p99_ms: float
+    percentiles_ms: dict[float, float]  # 50, 90, 99, 99.9
+
+
+PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+
+# wrk sends the sentences in turn and prints its own percentiles (microseconds) and counts when done.
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local bodies = {%(bodies)s}
+local sent = 0
+request = function()
+  sent = sent + 1
+  return wrk.format(nil, nil, nil, bodies[(sent %% #bodies) + 1])
+end
+done = function(summary, latency, requests)
+  for _, p in ipairs({%(percentiles)s}) do
+    io.write(string.format("percentile %%g %%d\\n", p, latency:percentile(p)))
+  end
+  local errors = summary.errors
+  io.write(string.format("summary %%d %%d %%d\\n", summary.requests, summary.duration,
+    errors.connect + errors.read + errors.write + errors.status + errors.timeout))
+end
+"""
 
 
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def register(project: Path, workdir: Path) -> str:
@@ -85,6 +117,35 @@ def register(project: Path, workdir: Path) -> str:
     ).version
     client.set_registered_model_alias(MODEL_NAME, "champion", version)
     return uri
+
+
+def model_ceiling(env: dict[str, str], threads: int, batch_size: int, seconds: float) -> float:
+    """Texts per second the model alone scores in batches of ``batch_size`` on ``threads`` threads."""
+    code = f"""
+import threading, time
+import torch
+from mlops.serving.models import ModelSource, load
+torch.set_num_threads(1)
+classifier = load(ModelSource("models:/{MODEL_NAME}@champion").resolve()).classifier
+texts = ({SENTENCES!r} * {batch_size})[:{batch_size}]
+classifier.predict_proba(texts)
+scored = [0] * {threads}
+stop = time.perf_counter() + {seconds}
+def score(worker):
+    while time.perf_counter() < stop:
+        classifier.predict_proba(texts)
+        scored[worker] += len(texts)
+workers = [threading.Thread(target=score, args=(n,)) for n in range({threads})]
+for worker in workers:
+    worker.start()
+for worker in workers:
+    worker.join()
+print(sum(scored) / {seconds})
+"""
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(f"measuring the model's ceiling failed:\n{result.stderr[-3000:]}")
+    return float(result.stdout.strip().splitlines()[-1])
 
 
 @contextmanager
@@ -110,8 +171,43 @@ def running(command: list[str], health_url: str, log: Path, env: dict[str, str])
         process.wait(timeout=60)
 
 
+def wrk(target: Target, connections: int, duration: float, warmup: float, workdir: Path) -> Result:
+    """Closed-loop load from wrk: each connection sends its next request as soon as the previous one is answered."""
+    script = workdir / "wrk.lua"
+    bodies = ", ".join(f"[[{json.dumps(target.body(sentence))}]]" for sentence in SENTENCES)
+    script.write_text(WRK_SCRIPT % {"bodies": bodies, "percentiles": ", ".join(map(str, PERCENTILES))})
+    url = target.url + target.path
+    threads = str(min(2, connections))
+    if round(warmup):  # wrk takes whole seconds
+        subprocess.run(["wrk", "-t", threads, "-c", str(connections), "-d", f"{round(warmup)}s", "-s", script, url],
+                       capture_output=True, check=True)  # fmt: skip
+    output = subprocess.run(
+        [
+            "wrk",
+            "-t",
+            threads,
+            "-c",
+            str(connections),
+            "-d",
+            f"{round(duration)}s",
+            "--timeout",
+            "60s",
+            "-s",
+            script,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    percentiles = {float(p): int(us) / 1000 for p, us in re.findall(r"^percentile (\S+) (\d+)$", output, re.M)}
+    requests, duration_us, errors = map(int, re.search(r"^summary (\d+) (\d+) (\d+)$", output, re.M).groups())
+    answered = requests - errors
+    return Result(target.name, "wrk", connections, answered, errors, answered / (duration_us / 1e6), percentiles)
+
+
 async def drive(target: Target, clients: int, duration: float, warmup: float) -> Result:
-    """Closed-loop load: each client sends its next request as soon as the previous one is answered.
+    """Closed-loop load from Python: only successful answers count towards the latencies (the others are errors).
 
     aiohttp rather than httpx: httpx's own CPU cost caps a 2-core machine near 100 requests per second.
     """
@@ -136,43 +232,45 @@ async def drive(target: Target, clients: int, duration: float, warmup: float) ->
                         latencies.append(loop.time() - now)
                     else:
                         errors += 1
+                        if response.status == 503:  # admission control: come back as told
+                            await asyncio.sleep(float(response.headers.get("retry-after", "1")))
 
         await asyncio.gather(*(client(number) for number in range(clients)))
     if not latencies:
         raise SystemExit(f"{target.name} answered no request successfully ({errors} errors)")
     measured = np.array(latencies) * 1000
-    return Result(
-        target.name,
-        clients,
-        len(latencies),
-        errors,
-        len(latencies) / duration,
-        float(np.percentile(measured, 50)),
-        float(np.percentile(measured, 99)),
-    )
+    percentiles = {p: float(np.percentile(measured, p)) for p in PERCENTILES}
+    return Result(target.name, "python", clients, len(latencies), errors, len(latencies) / duration, percentiles)
 
 
 def table(results: list[Result]) -> str:
     lines = [
-        "| server | clients | requests | errors | req/s | p50 ms | p99 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| server | client | connections | answered | errors | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | p99/p50 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    lines += [
-        f"| {r.server} | {r.clients} | {r.requests} | {r.errors} | {r.rps:.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} |"
-        for r in results
-    ]
+    for r in results:
+        p = r.percentiles_ms
+        lines.append(
+            f"| {r.server} | {r.client} | {r.connections} | {r.requests} | {r.errors} | {r.rps:.0f} | {p[50]:.1f} "
+            f"| {p[90]:.1f} | {p[99]:.1f} | {p[99.9]:.1f} | {p[99] / p[50]:.1f} |"
+        )
     return "\n".join(lines)
 
 
-def ratios(results: list[Result]) -> str:
-    by_key = {(r.server, r.clients): r for r in results}
-    lines = []
-    for clients in sorted({r.clients for r in results}):
-        ours, theirs = by_key[("mlops serve", clients)], by_key[("mlflow models serve", clients)]
-        lines.append(
-            f"{clients:>2} clients: {ours.rps / theirs.rps:.1f}x the requests per second, "
-            f"p50 {ours.p50_ms / theirs.p50_ms:.2f}x, p99 {ours.p99_ms / theirs.p99_ms:.2f}x of mlflow models serve"
+def ratios(results: list[Result], ceiling: float, threads: int) -> str:
+    by_key = {(r.server, r.client, r.connections): r for r in results}
+    lines = [f"model ceiling: {ceiling:.0f} texts/s (batches of max_batch_size on {threads} threads, same run)"]
+    for (server, client, connections), ours in sorted(by_key.items()):
+        if server != "mlops serve" or client != "wrk":
+            continue
+        line = (
+            f"wrk, {connections} connections: p99 {ours.percentiles_ms[99] / ours.percentiles_ms[50]:.1f}x p50, "
+            f"{ours.rps / ceiling:.2f} of the model's ceiling"
         )
+        theirs = by_key.get(("mlflow models serve", client, connections))
+        if theirs:
+            line += f", {ours.rps / theirs.rps:.1f}x the requests per second of mlflow models serve"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -181,11 +279,15 @@ def main() -> None:
     parser.add_argument("--project", type=Path, default=Path.cwd(), help="Project with a trained model.")
     parser.add_argument("--duration", type=float, default=10.0, help="Measured seconds per server and load.")
     parser.add_argument("--warmup", type=float, default=2.0, help="Unmeasured seconds before each measurement.")
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32], help="Concurrent clients.")
+    parser.add_argument("--connections", type=int, nargs="+", default=[32, 64], help="wrk connections.")
+    parser.add_argument("--clients", type=int, nargs="*", default=[1, 32], help="Concurrent Python clients.")
+    parser.add_argument("--overload", type=int, default=200, help="Python clients against mlops serve alone; 0: none.")
     args = parser.parse_args()
     project = args.project.resolve()
     if not (project / "models" / "run.json").exists() or not (project / "mlflow.db").exists():
         raise SystemExit(f"{project} has no trained model in a sqlite store: run `dvc repro` there first")
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: run `make system-deps` (Debian package wrk)")
 
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as temporary:
         workdir = Path(temporary)
@@ -195,6 +297,9 @@ def main() -> None:
         (workdir / "params.yaml").write_text(yaml.safe_dump(params))
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": str(params["threads"])}
         env.update(HF_HUB_OFFLINE="1", MLFLOW_DISABLE_TELEMETRY="true", TOKENIZERS_PARALLELISM="false")
+        print(f"load average before: {load_average()} ({os.cpu_count()} cores)")
+        threads = params["serving"].get("inference_threads") or len(os.sched_getaffinity(0))
+        ceiling = model_ceiling(env, threads, params["serving"]["max_batch_size"], args.duration)
         ours_port, theirs_port = free_port(), free_port()
         servers = [
             (
@@ -219,12 +324,19 @@ def main() -> None:
         results = []
         for command, target, health in servers:
             with running(command, health, workdir / f"{target.name.split()[0]}.log", env):
+                for connections in args.connections:
+                    results.append(wrk(target, connections, args.duration, args.warmup, workdir))
+                    print(f"measured {target.name} at {connections} wrk connections", file=sys.stderr)
                 for clients in args.clients:
                     results.append(asyncio.run(drive(target, clients, args.duration, args.warmup)))
-                    print(f"measured {target.name} at {clients} clients", file=sys.stderr)
+                    print(f"measured {target.name} at {clients} Python clients", file=sys.stderr)
+                if args.overload and target.name == "mlops serve":
+                    results.append(asyncio.run(drive(target, args.overload, args.duration, args.warmup)))
+                    print(f"measured {target.name} at {args.overload} Python clients", file=sys.stderr)
+        print(f"load average after: {load_average()}")
     print(table(results))
     print()
-    print(ratios(results))
+    print(ratios(results, ceiling, threads))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from mlops.serving.batcher import Batcher
 from mlops.serving.models import ModelSource, ServingError
 from mlops.serving.router import bucket, route
 from monitoring_stack import sample
+from serving_helpers import broken_copy
 
 LIMITS = {"max_items": 4, "max_text_chars": 50}
 LABELS = tiny_params()["data"]["labels"]
@@ -432,26 +433,6 @@ def test_a_failing_shadow_challenger_is_counted_and_never_reaches_the_caller(cli
 
 
 # A broken model never becomes ready
-
-
-def broken_copy(model: Path, destination: Path, damage: str) -> Path:
-    """A copy of a saved model with one kind of damage: no tokenizer, no classifier head, or NaN weights."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    shutil.copytree(model, destination)
-    if damage == "no tokenizer":
-        for path in destination.glob("tokenizer*"):
-            path.unlink()
-        return destination
-    weights_file = destination / "model.safetensors"
-    weights = load_file(weights_file)
-    if damage == "no classifier head":
-        weights = {name: tensor for name, tensor in weights.items() if not name.startswith("classifier")}
-    else:
-        weights = {name: torch.full_like(tensor, float("nan")) for name, tensor in weights.items()}
-    save_file(weights, weights_file, metadata={"format": "pt"})
-    return destination
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,11 @@ The tests share one server and run in file order: the reload tests move aliases,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ from mlflow import MlflowClient
 from conftest import BIN, tiny_params, write_params
 from mlops.serving.router import route
 from monitoring_stack import free_port, sample, series_absent, wait_for
+from serving_helpers import broken_copy
 
 pytestmark = pytest.mark.slow
 
@@ -59,10 +62,8 @@ class Server:
     stdout: Path
 
 
-@pytest.fixture(scope="module")
-def registry(pipeline_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Registry:
+def copy_registry(pipeline_project: Path, directory: Path) -> Registry:
     """A copy of the trained project's tracking store with the run registered twice: champion 1, challenger 2."""
-    directory = tmp_path_factory.mktemp("registry")
     shutil.copy(pipeline_project / "mlflow.db", directory / "mlflow.db")
     run = json.loads((pipeline_project / "models" / "run.json").read_text())
     uri = f"sqlite:///{directory / 'mlflow.db'}"
@@ -73,23 +74,29 @@ def registry(pipeline_project: Path, tmp_path_factory: pytest.TempPathFactory) -
     return found
 
 
+@pytest.fixture(scope="module")
+def registry(pipeline_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    return copy_registry(pipeline_project, tmp_path_factory.mktemp("registry"))
+
+
 def serve_command(params: Path, port: int) -> list[str]:
     return [str(BIN / "mlops"), "serve", "--params", str(params), "--port", str(port), "--fault-injection"]
 
 
-@pytest.fixture(scope="module")
-def server(registry: Registry) -> Iterator[Server]:
-    params = registry.directory / "params.yaml"
-    write_params(registry.directory, tiny_params(tracking={"registered_model": MODEL_NAME}, serving=SERVING))
+@contextlib.contextmanager
+def serving(directory: Path, serving_params: dict, *args: str, env: dict | None = None) -> Iterator[Server]:
+    """`mlops serve` run from ``directory`` with tiny params and these serving settings, until the context exits."""
+    params = directory / "params.yaml"
+    write_params(directory, tiny_params(tracking={"registered_model": MODEL_NAME}, serving=serving_params))
     port = free_port()
-    stdout, stderr = registry.directory / "access.log", registry.directory / "server.log"
+    stdout, stderr = directory / "access.log", directory / "server.log"
     with stdout.open("w") as out, stderr.open("w") as err:
         process = subprocess.Popen(
-            serve_command(params, port),
-            cwd=registry.directory,
+            [*serve_command(params, port), *args],
+            cwd=directory,
             stdout=out,
             stderr=err,
-            env={**os.environ, "MLFLOW_TRACKING_URI": registry.uri},
+            env={**os.environ, **(env or {})},
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -99,11 +106,17 @@ def server(registry: Registry) -> Iterator[Server]:
                 pytest.fail(f"mlops serve exited {process.returncode}:\n{stderr.read_text()[-3000:]}")
             return httpx.get(f"{url}/readyz").status_code == 200
 
-        wait_for(ready, 300, "mlops serve to load the registry's models")
+        wait_for(ready, 300, "mlops serve to load its models")
         yield Server(url, stdout)
     finally:
         process.terminate()
         process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def server(registry: Registry) -> Iterator[Server]:
+    with serving(registry.directory, SERVING, env={"MLFLOW_TRACKING_URI": registry.uri}) as running:
+        yield running
 
 
 def predict(server: Server, **body: object) -> dict:
@@ -272,3 +285,147 @@ def test_no_champion_in_the_registry_is_a_one_line_error(tmp_path: Path) -> None
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: no version of 'served-model' has the alias 'champion'"), result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+# Limits: what one connection may cost, and admission control (a server of its own, small limits)
+
+GUARDED = {"read_timeout_seconds": 1, "max_queued_texts": 4, "max_items": 4, "max_text_chars": 50}
+
+
+@pytest.fixture(scope="module")
+def guarded_server(pipeline_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    model = str(pipeline_project / "models" / "model")
+    with serving(tmp_path_factory.mktemp("guarded"), GUARDED, "--champion", model) as running:
+        yield running
+
+
+def exchange(server: Server, sent: bytes) -> bytes:
+    """What the server answers on a raw connection to ``sent`` (all of it, until it closes the connection)."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as connection:
+        with contextlib.suppress(ConnectionError):  # the server refused part-way and closed: its answer remains
+            connection.sendall(sent)
+        answer = b""
+        with contextlib.suppress(ConnectionError):
+            while chunk := connection.recv(65536):
+                answer += chunk
+    return answer
+
+
+def test_a_request_whose_headers_never_finish_is_cut_off_with_408(guarded_server: Server) -> None:
+    answer = exchange(guarded_server, b"POST /predict HTTP/1.1\r\nHost: test\r\n")
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"connection: close" in answer
+
+
+def test_a_body_that_never_finishes_is_cut_off_with_408_naming_the_setting(guarded_server: Server) -> None:
+    answer = exchange(guarded_server, b'POST /predict HTTP/1.1\r\nHost: test\r\ncontent-length: 40\r\n\r\n{"te')
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"serving.read_timeout_seconds" in answer
+
+
+def test_a_declared_50_mb_body_is_refused_before_it_is_read(guarded_server: Server) -> None:
+    headers = b"POST /predict HTTP/1.1\r\nHost: test\r\ncontent-type: application/json\r\ncontent-length: 50000000\r\n"
+    answer = exchange(guarded_server, headers + b"\r\n" + b"x" * 65536)  # the other 49.9 MB are never sent
+    assert answer.startswith(b"HTTP/1.1 413 ") and b"connection: close" in answer
+    assert b"serving.max_items" in answer
+
+
+def test_a_streamed_body_is_refused_as_soon_as_it_passes_the_limit(guarded_server: Server) -> None:
+    chunk = b"10000\r\n" + b"x" * 0x10000 + b"\r\n"
+    headers = (
+        b"POST /predict HTTP/1.1\r\nHost: test\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n"
+    )
+    answer = exchange(guarded_server, headers + b"\r\n" + chunk * 800)  # 50 MB offered
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert sample(metrics(guarded_server), "mlops_requests_total", variant="champion", status="413") >= 2
+
+
+def test_a_burst_beyond_the_queue_bound_gets_503_with_retry_after_and_is_counted(guarded_server: Server) -> None:
+    async def burst() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=100)
+        async with httpx.AsyncClient(base_url=guarded_server.url, timeout=120, limits=limits) as client:
+            body = {"texts": ["one", "two", "three"]}
+            return await asyncio.gather(*(client.post("/predict", json=body) for _ in range(100)))
+
+    responses = asyncio.run(burst())
+    refused = [response for response in responses if response.status_code == 503]
+    assert {response.status_code for response in responses} == {200, 503}
+    assert {response.headers["retry-after"] for response in refused} == {"1"}
+    exposition = metrics(guarded_server)
+    assert sample(exposition, "mlops_rejected_requests_total", variant="champion") == len(refused)
+    assert sample(exposition, "mlops_requests_total", variant="champion", status="503") == len(refused)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--port", "70000"], "error: --port 70000 is not a TCP port"),
+        (["--port", "-1"], "error: --port -1 is not a TCP port"),
+        (["--host", "999.0.0.1"], "error: --host '999.0.0.1' is not an address of this machine"),
+        (["--host", "no-such-host.invalid"], "error: --host 'no-such-host.invalid' is not an address"),
+    ],
+)
+def test_an_address_that_cannot_be_listened_on_is_refused_in_one_line(arguments: list[str], message: str) -> None:
+    result = subprocess.run([str(BIN / "mlops"), "serve", *arguments], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(message) and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_port_in_use_is_refused_in_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [str(BIN / "mlops"), "serve", "--port", str(port)], capture_output=True, text=True, timeout=120
+        )
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: cannot listen on 127.0.0.1:{port} (Address already in use): " + (
+        "choose another --port or --host"
+    )
+
+
+def test_a_champion_with_nan_weights_stops_the_server_at_start_with_one_line(
+    pipeline_project: Path, tmp_path: Path
+) -> None:
+    broken = broken_copy(pipeline_project / "models" / "model", tmp_path / "broken", "NaN weights")
+    write_params(tmp_path, tiny_params())
+    result = subprocess.run(
+        [*serve_command(tmp_path / "params.yaml", free_port()), "--champion", str(broken)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: refusing {broken}: it gives NaN"), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# The periodic registry poll (serving.reload_seconds), without /admin/reload
+
+
+def test_the_server_follows_moved_aliases_by_itself_and_keeps_serving_through_a_broken_version(
+    pipeline_project: Path, tmp_path: Path
+) -> None:
+    registry = copy_registry(pipeline_project, tmp_path)
+    polling = {**SERVING, "reload_seconds": 0.5}
+    with serving(tmp_path, polling, env={"MLFLOW_TRACKING_URI": registry.uri}) as polled:
+
+        def champion() -> str:
+            return httpx.get(f"{polled.url}/readyz").json()["champion"]
+
+        assert champion() == "1"
+        logged = registry.client.get_logged_model(registry.model_uri.removeprefix("models:/"))
+        broken = broken_copy(Path(logged.artifact_location), tmp_path / "nan-model", "NaN weights")
+        registry.set_alias("champion", registry.register(str(broken)))
+        wait_for(
+            lambda: sample(metrics(polled), "mlops_model_load_failures_total", variant="champion") >= 1,
+            120,
+            "the poll to refuse the broken version",
+        )
+        assert champion() == "1" and predict(polled, text="still fine", key=CHAMPION_USER)["version"] == "1"
+
+        good = registry.register()
+        registry.set_alias("champion", good)
+        wait_for(lambda: champion() == good, 120, f"the poll to serve version {good}")
+        assert predict(polled, text="new version", key=CHAMPION_USER)["version"] == good

@@ -244,9 +244,12 @@ def serve(
     ] = False,
 ) -> None:
     """Serve the champion with the challenger as a canary (traffic split from params.yaml serving)."""
+    from mlops.serving.limits import check_address
+
+    check_address(host, port)
+    settings = load_params(params)
     from mlops.serving import app as serving
 
-    settings = load_params(params)
     serving.serve(settings, serving.model_sources(settings, champion, challenger), host, port, fault_injection)
 
 

@@ -146,6 +146,15 @@ class ServingParams(Section):
     max_queued_texts: PositiveInt
     read_timeout_seconds: Annotated[float, Field(gt=0, le=3600)]
 
+    @model_validator(mode="after")
+    def _queue_takes_a_full_request(self) -> ServingParams:
+        if self.max_queued_texts < self.max_items:
+            raise ValueError(
+                f"max_queued_texts ({self.max_queued_texts}) is below max_items ({self.max_items}): "
+                "a full request could never be admitted"
+            )
+        return self
+
 
 class CanaryParams(Section):
     window: Annotated[str, Field(pattern=r"^[1-9][0-9]*[smh]$")]  # Prometheus refuses a zero range

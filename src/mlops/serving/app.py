@@ -11,7 +11,6 @@ import gc
 import json
 import logging
 import random
-import socket
 import sys
 import time
 import uuid
@@ -32,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mlops.config import Params, ServingParams
 from mlops.serving.limits import BodyLimits, HeaderDeadlineProtocol
 from mlops.serving.metrics import Metrics
-from mlops.serving.models import ModelPool, ModelSource, ServingError
+from mlops.serving.models import ModelPool, ModelSource
 from mlops.serving.router import VARIANTS, Variant, route
 
 log = logging.getLogger(__name__)
@@ -143,7 +142,7 @@ class RecentPredictions:
 
     A record is one flat dict of strings and tuples of strings, not dataclasses or nested dicts: the garbage
     collector stops tracking such containers, so a full window (100,000 requests) adds nothing to a full
-    collection. Kept as objects it holds, they made each full collection walk the window, a pause that grew
+    collection. As dataclasses, records made each full collection walk the whole window, a pause that grew
     to hundreds of milliseconds under load (the long p99 of issue 15).
     """
 
@@ -473,31 +472,10 @@ def build_server(params: Params, sources: dict[Variant, ModelSource], fault_inje
     return ModelServer(pool, params.serving, metrics, fault_injection)
 
 
-def check_address(host: str, port: int) -> None:
-    """Refuse, before loading any model, an address this machine cannot listen on."""
-    if not 1 <= port <= 65535:
-        raise ServingError(f"--port {port} is not a TCP port: give a number from 1 to 65535")
-    try:
-        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    except (socket.gaierror, UnicodeError) as error:
-        raise ServingError(
-            f"--host {host!r} is not an address of this machine ({error}): give an IP such as 127.0.0.1 or 0.0.0.0"
-        ) from None
-    with socket.socket(family, kind, protocol) as listener:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
-        try:
-            listener.bind(address)
-        except OSError as error:
-            raise ServingError(
-                f"cannot listen on {host}:{port} ({error.strerror}): choose another --port or --host"
-            ) from None
-
-
 def serve(params: Params, sources: dict[Variant, ModelSource], host: str, port: int, fault_injection: bool) -> None:
     """Run the server until interrupted; access logs go to stdout, one JSON object a line."""
     import uvicorn
 
-    check_address(host, port)
     server = build_server(params, sources, fault_injection)
     # What is loaded by now (torch, transformers, MLflow, the models: some 400,000 objects) lives as long as the
     # process. Out of the collector's sight, it no longer makes each full collection a pause of 0.3-0.9 s.

@@ -1,4 +1,4 @@
-"""What one connection may cost the server: time to send its request, and the size of its body.
+"""What the server accepts: an address to listen on, and what one connection may cost it (time, body size).
 
 uvicorn has no header or body read timeout, so a client that sends slowly holds a connection (and its
 buffers) forever; and a body of any size would be read whole before the app could refuse it. Every refusal
@@ -8,6 +8,7 @@ here closes the connection (`connection: close`), so the server never reads the 
 from __future__ import annotations
 
 import asyncio
+import socket
 from asyncio import TimerHandle
 from typing import Any
 
@@ -15,7 +16,35 @@ from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from mlops.errors import MlopsError
+
 CLOSE = {"connection": "close"}
+
+
+class AddressError(MlopsError):
+    """The server cannot listen where it was asked to."""
+
+
+def check_address(host: str, port: int) -> None:
+    """Refuse an address this machine cannot listen on (cheap: the CLI calls it before importing torch)."""
+    if not 1 <= port <= 65535:
+        raise AddressError(f"--port {port} is not a TCP port: give a number from 1 to 65535")
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as error:
+        raise AddressError(
+            f"--host {host!r} is not an address of this machine ({error}): give an IP such as 127.0.0.1 or 0.0.0.0"
+        ) from None
+    with socket.socket(family, kind, protocol) as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            listener.bind(address)
+        except OSError as error:
+            raise AddressError(
+                f"cannot listen on {host}:{port} ({error.strerror}): choose another --port or --host"
+            ) from None
+
+
 TIMEOUT_RESPONSE = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
 
 
