@@ -24,7 +24,7 @@ DETECTED = {"killed", "timeout", "caught by type check", "segfault"}
 SCOPE: dict[str, set[str] | None] = {
     "mlops.config": {"DataParams._splits_leave_training_data", "ModelParams._heads_divide_hidden", "_describe"},
     "mlops.registry.gate": None,
-    "mlops.registry.registry": {"promote", "retire_challenger", "rollback", "challenger_version"},
+    "mlops.registry.registry": {"promote", "retire_challenger", "rollback", "version_of", "move"},
     "mlops.report.diff": {"metric_rows", "_quality_metrics", "MetricRow.change", "MetricRow.improved"},
     "mlops.serving.canary": {
         "decide",

@@ -37,61 +37,61 @@ def rolled_back(client: MlflowClient, version: str) -> str | None:
 
 
 def test_the_first_promotion_makes_a_champion_and_no_previous_one(client: MlflowClient) -> None:
-    registry.promote(client, NAME, "1")
+    registry.promote(client, NAME, "1", "test", "a test")
     assert alias_map(client) == {"champion": "1"}
 
 
 def test_promoting_remembers_the_replaced_champion_and_drops_its_challenger_alias(client: MlflowClient) -> None:
-    registry.promote(client, NAME, "1")
+    registry.promote(client, NAME, "1", "test", "a test")
     client.set_registered_model_alias(NAME, registry.CHALLENGER, "2")
-    registry.promote(client, NAME, "2")
+    registry.promote(client, NAME, "2", "test", "a test")
     assert alias_map(client) == {"champion": "2", "previous-champion": "1"}
 
 
 def test_promoting_another_version_keeps_the_challenger(client: MlflowClient) -> None:
-    registry.promote(client, NAME, "1")
+    registry.promote(client, NAME, "1", "test", "a test")
     client.set_registered_model_alias(NAME, registry.CHALLENGER, "3")
-    registry.promote(client, NAME, "2")
+    registry.promote(client, NAME, "2", "test", "a test")
     assert alias_map(client) == {"champion": "2", "previous-champion": "1", "challenger": "3"}
 
 
 def test_promoting_the_champion_again_changes_nothing(client: MlflowClient) -> None:
-    registry.promote(client, NAME, "1")
-    registry.promote(client, NAME, "2")
-    registry.promote(client, NAME, 2)  # a number works like its string
+    registry.promote(client, NAME, "1", "test", "a test")
+    registry.promote(client, NAME, "2", "test", "a test")
+    registry.promote(client, NAME, 2, "test", "a test")  # a number works like its string
     assert alias_map(client) == {"champion": "2", "previous-champion": "1"}
 
 
 def test_promoting_an_unknown_version_or_model_is_one_line_and_changes_nothing(client: MlflowClient) -> None:
-    registry.promote(client, NAME, "1")
+    registry.promote(client, NAME, "1", "test", "a test")
     with pytest.raises(RegistryError, match=r"^model 'reviews' has no version '9': `mlops models` lists its versions$"):
-        registry.promote(client, NAME, "9")
+        registry.promote(client, NAME, "9", "test", "a test")
     with pytest.raises(RegistryError, match=r"has no model named 'nothing': run `mlops deploy` to register one"):
-        registry.promote(client, "nothing", "1")
+        registry.promote(client, "nothing", "1", "test", "a test")
     assert alias_map(client) == {"champion": "1"}
 
 
 def test_rollback_restores_the_previous_champion_and_marks_the_demoted_version(client: MlflowClient) -> None:
-    registry.promote(client, NAME, "1")
-    registry.promote(client, NAME, "2")
-    assert registry.rollback(client, NAME) == "1"
+    registry.promote(client, NAME, "1", "test", "a test")
+    registry.promote(client, NAME, "2", "test", "a test")
+    assert registry.rollback(client, NAME, "test", "a test") == "1"
     assert alias_map(client) == {"champion": "1"}
     assert rolled_back(client, "2") == "true"
     assert rolled_back(client, "1") is None
 
 
 def test_rollback_undoes_one_promotion_only(client: MlflowClient) -> None:
-    registry.promote(client, NAME, "1")
-    registry.promote(client, NAME, "2")
-    registry.rollback(client, NAME)
+    registry.promote(client, NAME, "1", "test", "a test")
+    registry.promote(client, NAME, "2", "test", "a test")
+    registry.rollback(client, NAME, "test", "a test")
     with pytest.raises(RegistryError, match=r"^model 'reviews' has no previous champion to roll back to: "):
-        registry.rollback(client, NAME)
+        registry.rollback(client, NAME, "test", "a test")
     assert alias_map(client) == {"champion": "1"}
 
 
 def test_rollback_without_a_champion_restores_the_previous_one_and_tags_nothing(client: MlflowClient) -> None:
     client.set_registered_model_alias(NAME, registry.PREVIOUS_CHAMPION, "1")
-    assert registry.rollback(client, NAME) == "1"
+    assert registry.rollback(client, NAME, "test", "a test") == "1"
     assert alias_map(client) == {"champion": "1"}
     assert [rolled_back(client, version) for version in ("1", "2", "3")] == [None, None, None]
 
@@ -99,21 +99,21 @@ def test_rollback_without_a_champion_restores_the_previous_one_and_tags_nothing(
 def test_rollback_onto_the_same_version_does_not_mark_it_rolled_back(client: MlflowClient) -> None:
     client.set_registered_model_alias(NAME, registry.CHAMPION, "1")
     client.set_registered_model_alias(NAME, registry.PREVIOUS_CHAMPION, "1")
-    assert registry.rollback(client, NAME) == "1"
+    assert registry.rollback(client, NAME, "test", "a test") == "1"
     assert rolled_back(client, "1") is None
 
 
 def test_retiring_the_challenger_removes_only_that_alias(client: MlflowClient) -> None:
-    registry.promote(client, NAME, "1")
+    registry.promote(client, NAME, "1", "test", "a test")
     client.set_registered_model_alias(NAME, registry.CHALLENGER, "2")
-    registry.retire_challenger(client, NAME)
+    registry.retire_challenger(client, NAME, "test", "a test")
     assert alias_map(client) == {"champion": "1"}
-    registry.retire_challenger(client, NAME)  # nothing to retire: no error
+    registry.retire_challenger(client, NAME, "test", "a test")  # nothing to retire: no error
     assert alias_map(client) == {"champion": "1"}
 
 
 def test_the_challenger_version_is_named_or_its_absence_explained(client: MlflowClient) -> None:
-    with pytest.raises(RegistryError, match=r"^model 'reviews' has no challenger: name the version"):
-        registry.challenger_version(client, NAME)
+    with pytest.raises(RegistryError, match=r"^model 'reviews' has no challenger version: name the version"):
+        registry.version_of(client, NAME, registry.CHALLENGER, "mlops promote 3")
     client.set_registered_model_alias(NAME, registry.CHALLENGER, "3")
-    assert registry.challenger_version(client, NAME) == "3"
+    assert registry.version_of(client, NAME, registry.CHALLENGER, "mlops promote 3") == "3"

@@ -60,7 +60,9 @@ def test_a_bad_value_is_quoted_back(tmp_path: Path) -> None:
 def test_a_missing_key_is_named_without_a_value(tmp_path: Path) -> None:
     params = tiny_params()
     del params["seed"]
-    assert refused(tmp_path / "params.yaml", params) == f"{tmp_path / 'params.yaml'}: seed: Field required"
+    assert refused(tmp_path / "params.yaml", params) == (
+        f"{tmp_path / 'params.yaml'}: seed: missing (copy it from params.yaml in the template)"
+    )
 
 
 def test_an_unknown_key_points_at_its_spelling(tmp_path: Path) -> None:
@@ -85,15 +87,15 @@ def test_a_problem_with_the_whole_file_is_at_the_top_level() -> None:
     assert _describe(error.value, Path("p.yaml")).startswith("p.yaml: (top level): ")
 
 
-def test_an_empty_file_lists_the_missing_sections(tmp_path: Path) -> None:
+def test_an_empty_file_says_to_copy_the_template(tmp_path: Path) -> None:
     message = refused(tmp_path / "params.yaml", "")
-    assert message.startswith(f"{tmp_path / 'params.yaml'}: seed: Field required (and ")
+    assert message == f"{tmp_path / 'params.yaml'} is empty: copy params.yaml from the template and edit it"
 
 
 def test_a_list_is_not_a_params_file(tmp_path: Path) -> None:
     assert (
         refused(tmp_path / "params.yaml", "- a\n")
-        == f"{tmp_path / 'params.yaml'} must be a mapping of sections, got list"
+        == f"{tmp_path / 'params.yaml'} must be a mapping of sections, got a list"
     )
 
 
