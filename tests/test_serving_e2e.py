@@ -184,6 +184,27 @@ def test_access_logs_are_one_json_object_per_line(server: Server) -> None:
     assert entries[rejected]["status"] == 422 and entries[rejected]["version"] is None
 
 
+def test_a_feedback_log_line_joins_its_prediction_by_request_id(server: Server) -> None:
+    """What a log search (Loki, OpenSearch) relies on: feedback names the request it judges, and both lines carry
+    the variant and version that answered."""
+    answer = predict(server, texts=["fine", "poor"], key="joiner")
+    label = answer["predictions"][1]["label"]
+    judged = httpx.post(f"{server.url}/feedback", json={"request_id": answer["request_id"], "index": 1, "label": label})
+    assert judged.status_code == 200, judged.text
+    feedback_id = judged.headers["x-request-id"]
+
+    def logged() -> dict[str, dict]:
+        entries = {entry["request_id"]: entry for entry in map(json.loads, server.stdout.read_text().splitlines())}
+        return entries if {answer["request_id"], feedback_id} <= entries.keys() else {}
+
+    entries = wait_for(logged, 10, "the prediction and its feedback in the access log")
+    prediction, feedback = entries[answer["request_id"]], entries[feedback_id]
+    assert feedback["path"] == "/feedback" and feedback["for_request_id"] == answer["request_id"]
+    assert (feedback["variant"], feedback["version"]) == (prediction["variant"], prediction["version"])
+    assert (prediction["variant"], prediction["version"]) == (answer["variant"], answer["version"])
+    assert "for_request_id" not in prediction
+
+
 def test_schemathesis_finds_no_server_error_or_undocumented_response(server: Server, tmp_path: Path) -> None:
     result = subprocess.run(
         [

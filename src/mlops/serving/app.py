@@ -203,7 +203,9 @@ class RequestObserver:
         headers = dict(scope["headers"])
         key = headers.get(USER_KEY_HEADER.encode(), b"").decode("latin-1")[:MAX_KEY_CHARS] or request_id
         state = scope.setdefault("state", {})
-        state.update(request_id=request_id, variant=self.server.choose(key), version=None)
+        # variant and version are what answered (for /feedback: what answered the request it judges), so every
+        # log line joins the metrics; for_request_id joins a feedback line to its prediction's line.
+        state.update(request_id=request_id, variant=self.server.choose(key), version=None, for_request_id=None)
         status = 500
 
         async def send_with_id(message: Message) -> None:
@@ -228,10 +230,12 @@ class RequestObserver:
                     "method": scope["method"],
                     "path": path,
                     "status": status,
-                    "variant": state["variant"] if path == "/predict" else None,
+                    "variant": state["variant"] if path == "/predict" or state["for_request_id"] else None,
                     "version": state["version"],
                     "latency_ms": round(elapsed * 1000, 3),
                 }
+                if state["for_request_id"]:
+                    entry["for_request_id"] = state["for_request_id"]
                 access_log.info(json.dumps(entry))
 
 
@@ -401,9 +405,14 @@ def create_app(server: ModelServer) -> FastAPI:
         response_model=FeedbackResponse,
         responses={**ERROR_RESPONSES, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
     )
-    async def feedback(body: FeedbackRequest) -> FeedbackResponse:
+    async def feedback(body: FeedbackRequest, request: Request) -> FeedbackResponse:
         """The true label of an answered request: counts towards each variant's online accuracy."""
-        return server.feedback(body)
+        response = server.feedback(body)
+        # In shadow mode the champion answered and the challenger scored a copy; otherwise one variant answered.
+        answered = next((result for result in response.results if result.variant == "champion"), response.results[0])
+        request.state.variant, request.state.version = answered.variant, answered.version
+        request.state.for_request_id = body.request_id
+        return response
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
