@@ -34,7 +34,7 @@ def test_gate_and_deploy_print_the_table_write_the_summary_and_a_refusal_exits_1
     summary = project / "summary.md"
     new_candidate(project)
     gate = run(["mlops", "gate"], project)
-    assert "| metric | rule | limit | candidate | champion | result |" in gate.stdout
+    assert "| metric | rule | limit | candidate | champion | 95% interval | result |" in gate.stdout
     assert gate.stdout.rstrip().endswith("the gate passed")
     deployed = run(["mlops", "deploy", "--summary", str(summary)], project)
     assert f"version 1 of {NAME} registered and promoted to champion" in deployed.stdout
@@ -42,18 +42,22 @@ def test_gate_and_deploy_print_the_table_write_the_summary_and_a_refusal_exits_1
     assert written.startswith("## Deploy\n\nversion 1 of")
     assert "Gate passed against absolute thresholds (no champion):" in written and "| accuracy | minimum |" in written
 
-    new_candidate(project, negate=True)  # worse than the champion
+    # Clearly worse than the champion: confidently wrong, so its log loss rises significantly (on the tiny split
+    # a near-chance model's accuracy drop is not significant).
+    new_candidate(project, negate=True, confidence=20.0)
     before = snapshot(client_of(project), NAME)
     for command in (["mlops", "gate"], ["mlops", "deploy", "--summary", str(summary)]):
         refused = run(command, project, check=False)
         assert refused.returncode == 1
         [error] = error_lines(refused.stderr)
-        assert error.startswith("error: the gate refused the candidate: accuracy ")
-        assert "breaks no regression" in error
-        [row] = [line for line in refused.stdout.splitlines() if line.startswith("| accuracy | no regression |")]
+        assert error.startswith("error: the gate refused the candidate: ") and "log_loss" in error
+        assert "breaks no significant regression" in error
+        [row] = [
+            line for line in refused.stdout.splitlines() if line.startswith("| log_loss | no significant regression |")
+        ]
         assert row.endswith("| **FAIL** |")
     refusal = summary.read_text().removeprefix(written)
-    assert refusal.startswith("## Deploy\n\n**Refused**: the gate refused the candidate: accuracy")
+    assert refusal.startswith("## Deploy\n\n**Refused**: the gate refused the candidate: ")
     assert "registry unchanged." in refusal and "Gate failed against champion v1:" in refusal
     assert snapshot(client_of(project), NAME) == before
 
@@ -128,6 +132,8 @@ def test_a_champion_is_rescored_only_when_its_scores_for_this_test_split_are_mis
     try:
         new_candidate(project)
         deployed = run(["mlops", "deploy"], project)
-        assert "promoted to champion" in deployed.stdout and "| accuracy | no regression |" in deployed.stdout
+        assert (
+            "promoted to champion" in deployed.stdout and "| accuracy | no significant regression |" in deployed.stdout
+        )
     finally:
         hidden.rename(champion_files)
