@@ -143,21 +143,22 @@ def promote(
     from mlops.registry import registry
 
     name = load_params(params).tracking.registered_model
+    if version is not None:
+        _check_version_number(version)
     client = registry.connect()
     if to == registry.CHALLENGER:
         version = version or registry.version_of(client, name, registry.STAGING, "mlops promote 3 --to challenger")
-        registry.start_canary(client, name, _version_number(version), "mlops promote", why)
+        registry.start_canary(client, name, version, "mlops promote", why)
         typer.echo(f"version {version} of {name} is the challenger (canary)")
         return
     version = version or registry.version_of(client, name, registry.CHALLENGER, "mlops promote 3")
-    registry.promote(client, name, _version_number(version), "mlops promote", why)
+    registry.promote(client, name, version, "mlops promote", why)
     typer.echo(f"version {version} of {name} is the champion")
 
 
-def _version_number(version: str) -> str:
+def _check_version_number(version: str) -> None:
     if not version.isdigit() or int(version) < 1:
         raise MlopsError(f"version {version!r} is not a version number: `mlops models` lists them (e.g. 3)")
-    return version
 
 
 @app.command()
