@@ -35,7 +35,9 @@ def locations(database: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_store_moved_to_another_folder_deploys_and_serves_from_there(pipeline_project: Path, tmp_path: Path) -> None:
+def test_a_store_moved_to_another_folder_deploys_and_serves_from_there(
+    pipeline_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     built = copy_project(pipeline_project, tmp_path / "built-here")
     new_candidate(built, negate=True)  # the embedded store: no MLFLOW_TRACKING_URI
     run(["mlops", "deploy"], built)
@@ -53,6 +55,8 @@ def test_a_store_moved_to_another_folder_deploys_and_serves_from_there(pipeline_
     for tag in client.get_model_version(NAME, "1").tags:
         if tag.startswith(SCORES_TAG_PREFIX):
             client.delete_model_version_tag(NAME, "1", tag)
+    # This process's MLflow still holds a connection to the file under its old name: a new one, as a runner has.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{moved / 'mlflow.db'}")
     new_candidate(moved, negate=True)  # the original weights beat the negated champion
     deployed = run(["mlops", "deploy"], moved)
     assert "version 2 of" in deployed.stdout and "promoted to champion" in deployed.stdout
