@@ -33,6 +33,7 @@ from monitoring_stack import (
     set_fault,
     webhook_receiver,
 )
+from servers import free_port
 
 WINDOW_SECONDS = 20
 SECONDS_PER_MINUTE = 2  # the alert rules' minutes, in seconds
@@ -188,3 +189,29 @@ def test_a_process_killed_mid_promotion_leaves_aliases_that_the_next_command_com
     assert interrupted, "no kill landed inside an alias move: the recovery path was not exercised"
     finished = [move for move in registry.history(registry_client, name) if "interrupted" in move.why]
     assert finished and all(move.via == "mlops promote" for move in finished)
+
+
+def test_the_watch_outlives_an_unreachable_prometheus_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    params = tiny_params(canary={"watch_interval_seconds": 0.5})
+    write_params(tmp_path, params)
+    name = params["tracking"]["registered_model"]
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(store)
+    client.create_registered_model(name)
+    for _ in range(2):
+        client.create_model_version(name, str(tmp_path))
+    registry.promote(client, name, "1", "the test", "set-up")
+    registry.start_canary(client, name, "2", "the test", "set-up")
+    before = registry.aliases(client, name)
+
+    with canary_watch(tmp_path, f"http://127.0.0.1:{free_port()}", store) as watch:
+        log = tmp_path / "watch.log"
+        deadline = time.monotonic() + 120
+        while log.read_text().count("this round failed, trying again in 0.5s: ") < 2:
+            assert watch.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        watch.send_signal(signal.SIGTERM)
+        assert watch.wait(timeout=30) == 0
+    assert "Traceback" not in log.read_text() and "stopped" in log.read_text()
+    assert registry.aliases(client, name) == before

@@ -182,11 +182,11 @@ def promote(
     client = registry.connect()
     if to == registry.CHALLENGER:
         version = version or registry.version_of(client, name, registry.STAGING, "mlops promote 3 --to challenger")
-        registry.start_canary(client, name, _version_number(version), "mlops promote", why)
+        registry.start_canary(client, name, version, "mlops promote", why)
         typer.echo(f"version {version} of {name} is the challenger (canary)")
         return
     version = version or registry.version_of(client, name, registry.CHALLENGER, "mlops promote 3")
-    registry.promote(client, name, _version_number(version), "mlops promote", why)
+    registry.promote(client, name, version, "mlops promote", why)
     typer.echo(f"version {version} of {name} is the champion")
 
 

@@ -28,6 +28,10 @@ from mlops.predictions import Table
 from mlops.registry import registry
 from mlops.registry.candidate import DeployError
 
+SCORES_TAG_PREFIX = "test_scores."
+# The code that decides which rows are the test split and what a metric means.
+SCORING_MODULES = ("mlops.ml.data", "mlops.ml.evaluate")
+
 
 def _nested(flat: dict[str, float]) -> dict:
     """MLflow's flat dotted metric names back into the nested form of metrics.json."""
@@ -39,11 +43,6 @@ def _nested(flat: dict[str, float]) -> dict:
             node = node.setdefault(part, {})
         node[leaf] = value
     return nested
-
-
-SCORES_TAG_PREFIX = "test_scores."
-# The code that decides which rows are the test split and what a metric means.
-SCORING_MODULES = ("mlops.ml.data", "mlops.ml.evaluate")
 
 
 def scores_tag(params: Params) -> str:

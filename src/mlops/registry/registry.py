@@ -38,6 +38,13 @@ CHALLENGER = "challenger"
 CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous-champion"
 ENVIRONMENTS = (DEV, STAGING, CHALLENGER, CHAMPION, PREVIOUS_CHAMPION)
+ROLES = {
+    DEV: "dev: the newest registered version",
+    STAGING: "staging: the newest version that passed the gate",
+    CHALLENGER: "canary: serving.challenger_share of traffic",
+    CHAMPION: "production: serves the rest",
+    PREVIOUS_CHAMPION: "what `mlops rollback` puts back",
+}
 # Set on a version that rollback or the canary demoted, so deploy does not promote it again by accident.
 ROLLED_BACK_TAG = "rolled_back"
 PENDING_TAG = "pending_move"
@@ -303,7 +310,9 @@ def version_of(client: MlflowClient, name: str, alias: str, example: str) -> str
 def environments(client: MlflowClient, name: str) -> str:
     """Each environment (alias) and its version, one per line."""
     current = aliases(client, name)
-    return "\n".join(f"{alias:>17}: {'v' + current[alias] if alias in current else '-'}" for alias in ENVIRONMENTS)
+    return "\n".join(
+        f"{alias:>17}: {'v' + current[alias] if alias in current else '-':<5}  {ROLES[alias]}" for alias in ENVIRONMENTS
+    )
 
 
 def version_table(client: MlflowClient, name: str) -> str:
