@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import BIN, copy_repository, run, tiny_params, write_params
-from mlops.config import TrainParams
+from mlops.config import ConfigError, TrainParams, load_params
 from mlops.errors import MlopsError
 from mlops.ml import train as train_lib
 
@@ -68,6 +68,22 @@ def test_cuda_without_a_gpu_is_refused_and_auto_falls_back_to_cpu(monkeypatch: p
 def test_the_defaults_train_on_cpu_in_full_precision_one_step_per_batch() -> None:
     settings = TrainParams(**CPU_SETTINGS)
     assert (settings.device, settings.mixed_precision, settings.gradient_accumulation_steps) == ("cpu", "no", 1)
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"device": "gpu"}, "train.device: Input should be 'auto', 'cpu' or 'cuda'"),
+        # Unquoted, YAML reads no as false: the message shows what it read.
+        ({"mixed_precision": False}, "train.mixed_precision: Input should be 'no', 'fp16' or 'bf16', got False"),
+        ({"gradient_accumulation_steps": 0}, "train.gradient_accumulation_steps: Input should be greater than 0"),
+    ],
+)
+def test_a_bad_gpu_setting_names_its_key(tmp_path: Path, change: dict, expected: str) -> None:
+    write_params(tmp_path, tiny_params(train=change))
+    with pytest.raises(ConfigError) as error:
+        load_params(tmp_path / "params.yaml")
+    assert expected in str(error.value)
 
 
 def _train_and_evaluate(project: Path, launcher: list[str]) -> tuple[dict, list[dict], str]:
