@@ -116,6 +116,7 @@ def test_two_processes_on_cpu_train_like_one_and_only_rank_0_writes_and_logs(tmp
     double, double_history, log = _train_and_evaluate(project, torchrun)
 
     assert log.count("trained models/model; MLflow run") == 1
+    assert "the 2 processes trained the same tokenizer" in log
     assert _logged_runs(project) == 1
     assert not list(project.glob(".models-*"))
     assert [row["epoch"] for row in double_history] == [row["epoch"] for row in single_history]

@@ -11,6 +11,7 @@ NCCL on GPUs. Only the first process (rank 0) saves the model.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -32,6 +33,8 @@ from mlops.config import Params, TrainParams
 from mlops.errors import MlopsError
 from mlops.ml import model as model_lib
 from mlops.ml.data import Splits, encode_labels
+
+log = logging.getLogger(__name__)
 
 
 class TrainingSetupError(MlopsError):
@@ -63,7 +66,8 @@ def _device(settings: TrainParams) -> str:
         raise TrainingSetupError("train.device is cuda but torch sees no CUDA GPU: set train.device: auto or cpu")
     device = "cuda" if settings.device == "cuda" or (settings.device == "auto" and cuda) else "cpu"
     if device == "cpu" and settings.mixed_precision != "no":
-        # Trainer has no fp16 on CPU, and bf16 autocast there would undo the pinned kernels' repeatable weights.
+        # Half precision is a GPU feature (slow or missing on most CPUs), and autocast on CPU would undo the
+        # pinned kernels' repeatable weights.
         raise TrainingSetupError(
             f'train.mixed_precision {settings.mixed_precision} needs a CUDA GPU: set it to "no" to train on CPU'
         )
@@ -83,6 +87,8 @@ def _check_same_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
             f"the processes trained {len(set(digests))} different tokenizers from the same texts: "
             "tokenizer training is not deterministic here; train on one process"
         )
+    if torch.distributed.get_rank() == 0:
+        log.info("the %d processes trained the same tokenizer (sha256 %s)", len(digests), digest[:12])
 
 
 class EncodedTexts(torch.utils.data.Dataset):
