@@ -39,6 +39,8 @@ def train(params: ParamsOption = DEFAULT_PARAMS) -> None:
     """Train the model on the train split and track the run in MLflow (DVC stage `train`)."""
     settings = load_params(params)
     run = _stages(settings).train(settings)
+    if run is None:  # a process other than rank 0 of a distributed launch: rank 0 reports
+        return
     typer.echo(f"MLflow run {run.run_id}: model logged at {run.model_uri}")
 
 

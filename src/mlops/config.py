@@ -96,6 +96,10 @@ class TrainParams(Section):
     warmup_fraction: Share
     label_smoothing: Share
     progress_bar: bool
+    # A GPU run: where to train, in what precision, and how many micro-batches make one optimiser step.
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    gradient_accumulation_steps: Annotated[int, Field(gt=0, le=1024)] = 1
 
 
 class EvaluateParams(Section):

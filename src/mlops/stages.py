@@ -51,7 +51,14 @@ def _write_json(path: Path, payload: object) -> None:
     path.write_text(json.dumps(payload, indent=2, sort_keys=False, allow_nan=True) + "\n")
 
 
-def train(params: Params) -> tracking.RunInfo:
+def _is_main_process() -> bool:
+    """False in every process but rank 0 of a `torchrun` launch (the Trainer has joined the process group)."""
+    return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+
+
+def train(params: Params) -> tracking.RunInfo | None:
+    """Train, save models/ and track the run; under `torchrun` every process trains and only rank 0 writes and
+    logs, the others return None."""
     check_data(params.data.path)
     splits = load_splits(params.data, params.seed)
     if params.train.batch_size > len(splits.train):
@@ -62,6 +69,8 @@ def train(params: Params) -> tracking.RunInfo:
         staged = Path(staging) / MODELS_DIR.name
         model_dir = staged / MODEL_DIR.name
         history = train_lib.train(splits, params, model_dir)
+        if not _is_main_process():
+            return None
         shares = splits.train["label"].value_counts(normalize=True)
         _write_json(model_dir / LABEL_SHARE_FILE, {label: float(shares.get(label, 0)) for label in params.data.labels})
         _write_json(staged / HISTORY_FILE.name, history)
