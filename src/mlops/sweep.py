@@ -278,9 +278,13 @@ def run_sweep(
         params_text = PARAMS_FILE.read_bytes()
         with tempfile.TemporaryDirectory(prefix="mlops-sweep-") as saved:
             workspace = _Workspace(Path(saved))
-            for trial in trials:
-                _run_trial(trial, spec, parent_id, params_text)
-                on_trial(trial)
+            try:
+                for trial in trials:
+                    _run_trial(trial, spec, parent_id, params_text)
+                    on_trial(trial)
+            except BaseException:  # interrupted (Ctrl-C, a cancelled CI job): no trial half-applied
+                workspace.restore()
+                raise
             best = best_trial(trials, spec.select.goal)
             if best is None:
                 workspace.restore()
