@@ -13,7 +13,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from conftest import BIN, REPO_ROOT, run, tiny_params
+from conftest import BIN, REPO_ROOT, run, tiny_params, write_params
 from mlops import sweep
 from mlops.config import _read_mapping
 from mlops.errors import MlopsError
@@ -146,6 +146,7 @@ def test_a_sweep_whose_every_trial_fails_leaves_the_workspace_as_it_was(project:
 @pytest.mark.slow
 def test_a_sweep_records_every_trial_applies_the_best_by_validation_and_the_report_shows_it(project: Path) -> None:
     rates = [0.0003, 0.003, 0.01]
+    write_params(project, tiny_params(data={"max_rows": 400}, evaluate={"latency_requests": 5}))  # 3 trainings
     write_sweep(
         project, [*({"train.learning_rate": rate} for rate in rates), {"train.batch_size": CRASHING_BATCH_SIZE}]
     )
