@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import mlflow
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from mlops import comparison, tracking
 from mlops.config import ConfigError, Name, Params, PositiveInt, Section, _describe, _read_mapping
@@ -55,6 +55,16 @@ class Selection(Section):
     metric: Annotated[Name, Field(description="a column of models/history.json measured on the validation split")]
     goal: Literal["max", "min"]
 
+    @field_validator("metric")
+    @classmethod
+    def _on_the_validation_split(cls, metric: str) -> str:
+        if not metric.startswith(SELECTION_PREFIX):
+            raise ValueError(
+                f"{metric!r} is not measured on the validation split: choose one starting with {SELECTION_PREFIX!r} "
+                "(choosing on the test split makes the winner's test numbers optimistic)"
+            )
+        return metric
+
 
 class SweepSpec(Section):
     budget: PositiveInt  # the most trials the sweep may run
@@ -66,11 +76,6 @@ class SweepSpec(Section):
     def _one_way_to_list_trials(self) -> SweepSpec:
         if (self.grid is None) == (self.trials is None):
             raise ValueError("give either grid (every combination) or trials (a list of overrides), not both")
-        if not self.select.metric.startswith(SELECTION_PREFIX):
-            raise ValueError(
-                f"select.metric {self.select.metric!r} is not measured on the validation split: choose one starting "
-                f"with {SELECTION_PREFIX!r} (choosing on the test split makes the winner's test numbers optimistic)"
-            )
         return self
 
     def overrides(self) -> list[dict[str, Scalar]]:
