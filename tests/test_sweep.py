@@ -17,6 +17,7 @@ from conftest import BIN, REPO_ROOT, run, tiny_params, write_params
 from mlops import sweep
 from mlops.config import _read_mapping
 from mlops.errors import MlopsError
+from mlops.report import sweep_table
 
 CHANGED_BY_A_SWEEP = ("params.yaml", "dvc.lock", "models", "evaluate")
 # More than the training rows of the tiny data (and within params.yaml's bounds): `mlops train` refuses it.
@@ -103,6 +104,33 @@ def test_the_last_error_line_of_a_failed_trial_is_recorded() -> None:
     output = "Running stage 'train':\n> mlops train\nerror: batch too big: lower it\nERROR: failed to reproduce"
     assert sweep._one_line_error(output) == "batch too big: lower it"
     assert sweep._one_line_error("ERROR: failed to reproduce 'train'") == "failed to reproduce 'train'"
+
+
+def test_the_report_section_lists_every_trial_and_warns_when_the_workspace_moved_on(tmp_path: Path) -> None:
+    interval = {"value": 0.75, "low": 0.7, "high": 0.8}
+    results = {
+        "metric": "validation_accuracy",
+        "goal": "max",
+        "parent_run_id": "p",
+        "best": "t-1",
+        "trials": [
+            {"name": "t-1", "overrides": {"seed": 1}, "status": "ok", "error": None, "selection": 0.8,
+             "test": {"accuracy": interval}, "seconds": 12.0, "run_id": "r1"},
+            {"name": "t-2", "overrides": {"seed": 2}, "status": "failed", "error": "a | b", "selection": None,
+             "test": {}, "seconds": 1.0, "run_id": None},
+        ],
+    }  # fmt: skip
+    path, run_file = tmp_path / "results.json", tmp_path / "run.json"
+    path.write_text(json.dumps(results))
+    run_file.write_text(json.dumps({"run_id": "r1"}))
+    lines = sweep_table.section(path, run_file)
+    assert lines[0] == "### Sweep"
+    assert "| **t-1** ⭐ | `seed=1` | 0.8000 | 0.7500 [0.7000, 0.8000] |" in "\n".join(lines)
+    assert "| t-2 | `seed=2` | — | — |" in "\n".join(lines) and "❌ failed: a \\| b |" in lines[-1]
+    assert not any("stale" in line for line in lines)
+    run_file.write_text(json.dumps({"run_id": "retrained"}))
+    assert any("stale" in line for line in sweep_table.section(path, run_file))
+    assert sweep_table.section(tmp_path / "none.json", run_file) == []
 
 
 def mlops(project: Path, *args: str, check: bool = True):

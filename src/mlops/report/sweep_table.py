@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from mlops.ml.spec import METRICS
-from mlops.paths import SWEEP_RESULTS
+from mlops.paths import RUN_FILE, SWEEP_RESULTS
 
 
 def _number(value: object) -> str:
@@ -23,7 +23,15 @@ def _cell(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def section(path: Path = SWEEP_RESULTS) -> list[str]:
+def _stale(results: dict, run_file: Path) -> bool:
+    """The workspace's model is no longer the sweep's winner (retrained or changed since)."""
+    best = next((trial for trial in results["trials"] if trial["name"] == results["best"]), None)
+    if best is None or not run_file.exists():
+        return False
+    return json.loads(run_file.read_text()).get("run_id") != best["run_id"]
+
+
+def section(path: Path = SWEEP_RESULTS, run_file: Path = RUN_FILE) -> list[str]:
     """Markdown lines of the sweep table, or none when no sweep ran in this workspace."""
     if not path.exists():
         return []
@@ -41,6 +49,11 @@ def section(path: Path = SWEEP_RESULTS) -> list[str]:
             else "Every trial failed: the workspace is as it was."
         ),
         "",
+        *(
+            ["> [!WARNING]", "> The workspace's model is not this sweep's best trial any more: the table is stale.", ""]
+            if _stale(results, run_file)
+            else []
+        ),
         "| trial | overrides | "
         + f"{metric} | "
         + " | ".join(f"test {name}" for name in headline)
