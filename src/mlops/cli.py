@@ -88,6 +88,28 @@ def report(
 
 
 @app.command()
+def sweep(
+    spec: Annotated[Path, typer.Option("--spec", help="The sweep: trials, budget, selection metric.")] = Path(
+        "sweep.yaml"
+    ),
+) -> None:
+    """Run the trials of sweep.yaml with `dvc exp run`, one after another, and apply the best to the workspace."""
+    from mlops import sweep as sweep_lib
+
+    settings = load_params(DEFAULT_PARAMS)  # `dvc exp run --set-param` edits params.yaml
+    declared = sweep_lib.load_spec(spec)
+
+    def show(trial: sweep_lib.Trial) -> None:
+        outcome = f"{declared.select.metric} {trial.selection:.4f}" if trial.status == "ok" else trial.error
+        typer.echo(f"{trial.name} {trial.overrides}: {trial.status}, {outcome} ({trial.seconds:.0f} s)")
+
+    results = sweep_lib.run_sweep(declared, settings, on_trial=show)
+    if results.best is None:
+        raise MlopsError("every trial failed (sweep/results.json has their errors): the workspace is as it was")
+    typer.echo(f"applied {results.best} to the workspace; the table is in sweep/results.json")
+
+
+@app.command()
 def doctor(params: ParamsOption = DEFAULT_PARAMS) -> None:
     """List what still refers to the shipped example: data, labels, tracking names, gate, card, README, tests."""
     from mlops import doctor as doctor_lib

@@ -18,3 +18,6 @@ EVALUATE_DIR = Path("evaluate")
 METRICS_FILE = EVALUATE_DIR / "metrics.json"
 PLOTS_DIR = EVALUATE_DIR / "plots"
 PREDICTIONS_FILE = EVALUATE_DIR / "predictions.csv"
+
+SWEEP_FILE = Path("sweep.yaml")
+SWEEP_RESULTS = Path("sweep") / "results.json"

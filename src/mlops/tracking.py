@@ -185,9 +185,22 @@ def _requirements() -> list[str]:
     return pins
 
 
+# Set by `mlops sweep` for each trial's `mlops train`: the trial's run is nested in the sweep's run.
+SWEEP_PARENT_ENV = "MLOPS_SWEEP_PARENT_RUN_ID"
+SWEEP_TRIAL_ENV = "MLOPS_SWEEP_TRIAL"
+
+
+def _sweep() -> tuple[str | None, dict[str, str]]:
+    """The sweep's parent run id and the tags of a trial's run, or (None, {}) outside a sweep."""
+    parent = os.environ.get(SWEEP_PARENT_ENV) or None
+    if parent is None:
+        return None, {}
+    return parent, {"sweep": parent, "sweep.trial": os.environ.get(SWEEP_TRIAL_ENV, "")}
+
+
 @contextlib.contextmanager
 def _wandb_run(settings: TrackingParams, run_id: str, config: dict | None = None) -> Iterator[object | None]:
-    """A W&B run sharing the MLflow run's id; offline unless WANDB_MODE says otherwise."""
+    """A W&B run sharing the MLflow run's id, grouped by its sweep; offline unless WANDB_MODE says otherwise."""
     if not settings.wandb:
         yield None
         return
@@ -201,6 +214,7 @@ def _wandb_run(settings: TrackingParams, run_id: str, config: dict | None = None
         resume="allow",
         mode=os.environ.get("WANDB_MODE", "offline"),
         config=config,
+        group=os.environ.get(SWEEP_PARENT_ENV) or None,
     )
     try:
         yield run
@@ -217,7 +231,8 @@ def log_training(params: Params, history: list[dict[str, float]], model_dir: Pat
             mlflow.create_experiment(params.tracking.experiment, artifact_location=location)
     mlflow.set_experiment(params.tracking.experiment)
     flat_params = flatten(params)
-    with mlflow.start_run() as run:
+    parent, sweep_tags = _sweep()
+    with mlflow.start_run(parent_run_id=parent, tags=sweep_tags or None) as run:
         mlflow.log_params(flat_params)
         mlflow.set_tags(
             {"mlflow.source.git.commit": git_commit(), "git_commit": git_commit(), "data_version": data_version()}

@@ -15,7 +15,7 @@ from pathlib import Path
 from mlops import comparison
 from mlops.config import Params
 from mlops.registry.gate import evaluate_gate
-from mlops.report import ci_base, diff, markdown, plots
+from mlops.report import ci_base, diff, markdown, plots, sweep_table
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,7 @@ def write_report(params: Params, base_rev: str | None, out: Path, base_results: 
             headline=headline,
             task=task,
             source=source,
+            sweep=sweep_table.section(),
         )
         (Path(staging) / out.name).write_text(markdown.render(content))
         placed = []

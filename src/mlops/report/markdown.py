@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mlops import stats
 from mlops.comparison import Headline
@@ -55,6 +55,7 @@ class Content:
     headline: Headline
     task: TaskChange
     source: BaseSource
+    sweep: list[str] = field(default_factory=list)  # the Sweep section's lines, when a sweep ran
 
 
 def _cell(value: object) -> str:
@@ -415,4 +416,6 @@ def render(content: Content) -> str:
         _data(content),
         ["### Plots", "", *_not_comparable(content), *_confusion(content), *_charts(content), *_images(content)],
     ]
+    if content.sweep:
+        sections.append(content.sweep)
     return "\n\n".join("\n".join(section) for section in sections).rstrip() + "\n"
