@@ -216,7 +216,7 @@ def promote(
 
 def _version_number(version: str) -> str:
     if not (version.isascii() and version.isdigit() and int(version) > 0):
-        raise UsageError(f"{version!r} is not a version number: `mlops models` lists the versions (e.g. 3)")
+        raise UsageError(f"{version!r} is not a version number: `mlops models` lists the versions")
     return str(int(version))
 
 
@@ -242,7 +242,7 @@ def models(
     from mlops.registry import registry
 
     name = load_params(params).tracking.registered_model
-    client = registry.connect()
+    client = registry.connect(writes=False)  # it lists a read-only store; only an interrupted move writes
     for finished in registry.finish_interrupted(client, name):
         typer.echo(f"finished an interrupted move: {finished.line()}", err=True)
     typer.echo(registry.environments(client, name))

@@ -20,7 +20,7 @@ from mlops import comparison, tracking
 from mlops.config import Params
 from mlops.errors import MlopsError
 from mlops.paths import RUN_FILE
-from mlops.registry import registry, render
+from mlops.registry import registry, render, store
 from mlops.registry.candidate import Candidate, DeployError, load_candidate
 from mlops.registry.champion import champion_scores, champion_version, predictions_artifact, scores_tag
 from mlops.registry.gate import Verdict, evaluate_gate
@@ -113,6 +113,11 @@ def deploy(params: Params, to: str = registry.CHAMPION) -> Outcome:
         raise DeployError(f"deploy moves a version to one of {', '.join(TARGETS)}, not {to!r}")
     candidate = load_candidate(params)
     client = _connect_to_run(candidate)
+    with store.exclusive(client.tracking_uri):
+        return _deploy(client, params, candidate, to)
+
+
+def _deploy(client: MlflowClient, params: Params, candidate: Candidate, to: str) -> Outcome:
     name = params.tracking.registered_model
     commit = tracking.git_commit()
     existing = _existing_version(client, name, candidate.run_id, commit)

@@ -13,8 +13,10 @@ quietly start an empty registry in its place.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import re
 import sqlite3
+from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
 
@@ -43,6 +45,20 @@ def database_path(uri: str) -> Path | None:
     if not uri.startswith(SQLITE_PREFIX):
         return None
     return Path(uri.removeprefix(SQLITE_PREFIX).split("?", 1)[0])
+
+
+@contextlib.contextmanager
+def exclusive(uri: str) -> Iterator[None]:
+    """Registry changes to one sqlite store take turns across processes (a lock file beside the database): two
+    deploys at once would otherwise both register the same commit and race on the same registry tags. A server's
+    store serialises its own writes; deploy's check-after-create covers what is left there."""
+    database = database_path(uri)
+    if database is None or not database.parent.is_dir():
+        yield
+        return
+    with database.with_name(f"{database.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def artifact_location(uri: str) -> str | None:
