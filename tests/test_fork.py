@@ -91,6 +91,8 @@ def fork(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
     (project / "data").mkdir()
     chat_lines().to_csv(project / FORK["data"]["path"], index=False)
     run(["dvc", "add", "-q", "data"], project, env=env)
+    git(project, "add", "data.dvc")
+    git(project, "commit", "-q", "-m", "fork: the new data")  # as the checklist says: data.dvc first
     write_params(project, merge(tiny_params(), FORK))
     (project / "src" / "mlops" / "ml" / "card.md").write_text(CARD)
     run(["dvc", "repro", "-q"], project, env=env)
