@@ -80,9 +80,11 @@ def wheels() -> Path:
     (which has torch's CPU wheel); the images' own constraints file is made the same way."""
     folder = CACHE / "wheels"
     folder.mkdir(parents=True, exist_ok=True)
-    locked = [line for line in (REPO_ROOT / "requirements.txt").read_text().splitlines() if "==" in line]
+    # As the Dockerfile makes it: every pinned line of the lock, markers kept, hashes dropped.
+    lock = (REPO_ROOT / "requirements.txt").read_text().splitlines()
+    locked = [line.removesuffix("\\").strip() for line in lock if "==" in line and not line.lstrip().startswith("#")]
     constraints = folder / "constraints.txt"
-    constraints.write_text("".join(line.split(" ")[0] + "\n" for line in locked))
+    constraints.write_text("".join(f"{line}\n" for line in locked))
     torch = re.search(r"^torch==(\S+)", (REPO_ROOT / "requirements.in").read_text(), re.MULTILINE)[1]
     command = [sys.executable, "-m", "pip", "download", "--quiet", "--dest", folder, "--constraint", constraints]
     packages = [f"torch=={torch}", REPO_ROOT, "psycopg2-binary==2.9.13", "boto3==1.44.8"]
