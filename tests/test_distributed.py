@@ -67,7 +67,7 @@ def test_cuda_without_a_gpu_is_refused_and_auto_falls_back_to_cpu(monkeypatch: p
 
 def test_the_defaults_train_on_cpu_in_full_precision_one_step_per_batch() -> None:
     settings = TrainParams(**CPU_SETTINGS)
-    assert (settings.device, settings.mixed_precision, settings.gradient_accumulation_steps) == ("cpu", "no", 1)
+    assert (settings.device, settings.mixed_precision, settings.gradient_accumulation_steps) == ("cpu", "none", 1)
 
 
 @pytest.mark.parametrize(
@@ -75,7 +75,7 @@ def test_the_defaults_train_on_cpu_in_full_precision_one_step_per_batch() -> Non
     [
         ({"device": "gpu"}, "train.device: Input should be 'auto', 'cpu' or 'cuda'"),
         # Unquoted, YAML reads no as false: the message shows what it read.
-        ({"mixed_precision": False}, "train.mixed_precision: Input should be 'no', 'fp16' or 'bf16', got False"),
+        ({"mixed_precision": False}, "train.mixed_precision: Input should be 'none', 'fp16' or 'bf16', got False"),
         ({"gradient_accumulation_steps": 0}, "train.gradient_accumulation_steps: Input should be greater than 0"),
     ],
 )

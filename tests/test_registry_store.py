@@ -102,11 +102,11 @@ def removed(database: Path) -> None:
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (truncate, "is corrupt or truncated"),
-        (garbage, "is not a sqlite database (corrupt or truncated)"),
+        (truncate, "is not a readable SQLite database (database disk image is malformed)"),
+        (garbage, "is not a readable SQLite database (file is not a database)"),
         (newer_schema, "was written by a newer MLflow (schema revision ffffffffffff is unknown to mlflow"),
         (emptied, "is empty but"),
-        (removed, "is missing but"),
+        (removed, "does not exist: run `dvc repro`"),
     ],
 )
 def test_a_damaged_store_is_one_line_and_left_as_it_was(tmp_path: Path, damage, message: str) -> None:
@@ -122,11 +122,11 @@ def test_a_damaged_store_is_one_line_and_left_as_it_was(tmp_path: Path, damage, 
     assert (tmp_path / "mlartifacts" / "0" / "model.bin").exists()
 
 
-def test_an_empty_folder_still_starts_a_new_store(tmp_path: Path) -> None:
+def test_an_empty_folder_gets_no_silent_empty_store(tmp_path: Path) -> None:
     write_params(tmp_path, tiny_params())
     result = run(["mlops", "models"], tmp_path, check=False)
-    assert result.returncode == 1 and f"has no model named {NAME!r}" in result.stderr
-    assert (tmp_path / "mlflow.db").stat().st_size > 0
+    assert result.returncode == 1 and "mlflow.db does not exist: run `dvc repro`" in result.stderr
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_promote_refuses_a_version_that_is_not_a_number_before_opening_the_store(tmp_path: Path) -> None:
@@ -134,6 +134,6 @@ def test_promote_refuses_a_version_that_is_not_a_number_before_opening_the_store
     result = run(["mlops", "promote", "v3"], tmp_path, check=False)
     assert result.returncode == 1
     assert error_lines(result.stderr) == [
-        "error: version 'v3' is not a version number: `mlops models` lists them (e.g. 3)"
+        "error: 'v3' is not a version number: `mlops models` lists the versions"
     ]
     assert not (tmp_path / "mlflow.db").exists()

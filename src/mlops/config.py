@@ -98,7 +98,7 @@ class TrainParams(Section):
     progress_bar: bool
     # A GPU run: where to train, in what precision, and how many micro-batches make one optimiser step.
     device: Literal["auto", "cpu", "cuda"] = "cpu"
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    mixed_precision: Literal["none", "fp16", "bf16"] = "none"
     gradient_accumulation_steps: Annotated[int, Field(gt=0, le=1024)] = 1
 
 

@@ -65,11 +65,11 @@ def _device(settings: TrainParams) -> str:
     if settings.device == "cuda" and not cuda:
         raise TrainingSetupError("train.device is cuda but torch sees no CUDA GPU: set train.device: auto or cpu")
     device = "cuda" if settings.device == "cuda" or (settings.device == "auto" and cuda) else "cpu"
-    if device == "cpu" and settings.mixed_precision != "no":
+    if device == "cpu" and settings.mixed_precision != "none":
         # Half precision is a GPU feature (slow or missing on most CPUs), and autocast on CPU would undo the
         # pinned kernels' repeatable weights.
         raise TrainingSetupError(
-            f'train.mixed_precision {settings.mixed_precision} needs a CUDA GPU: set it to "no" to train on CPU'
+            f'train.mixed_precision {settings.mixed_precision} needs a CUDA GPU: set it to none to train on CPU'
         )
     return device
 
