@@ -10,30 +10,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
-from pathlib import Path
 
 import yaml
 
-from common import copy_repository, sh, timed
+from common import add_training_arguments, timed, training_project
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-rows", type=int, default=None, help="subsample the data [default: all rows]")
-    parser.add_argument("--epochs", type=int, default=None, help="[default: params.yaml's]")
+    add_training_arguments(parser)
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="bench-determinism-") as scratch:
-        project = Path(scratch)
-        copy_repository(project)
-        sh("git", "init", "-q", "-b", "main", cwd=project)
-        sh("dvc", "pull", "-q", "data.dvc", cwd=project)
-        params = yaml.safe_load((project / "params.yaml").read_text())
-        params["data"]["max_rows"] = args.max_rows
-        params["train"]["epochs"] = args.epochs or params["train"]["epochs"]
-        params["train"]["progress_bar"] = False
+    with training_project("bench-determinism-", args) as (project, params):
         seconds: dict[bool, list[float]] = {False: [], True: []}
         for _ in range(args.repeats):
             for pin in (False, True):

@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import yaml
 
-from common import BIN, copy_repository, sh, timed
+from common import BIN, add_training_arguments, timed, training_project
 
 
 def _train_and_evaluate(project: Path, launcher: list[str]) -> dict[str, float]:
@@ -39,20 +38,11 @@ def _train_and_evaluate(project: Path, launcher: list[str]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-rows", type=int, default=None, help="subsample the data [default: all rows]")
-    parser.add_argument("--epochs", type=int, default=None, help="[default: params.yaml's]")
+    add_training_arguments(parser)
     parser.add_argument("--processes", type=int, default=2)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="bench-distributed-") as scratch:
-        project = Path(scratch)
-        copy_repository(project)
-        sh("git", "init", "-q", "-b", "main", cwd=project)
-        sh("dvc", "pull", "-q", "data.dvc", cwd=project)
-        params = yaml.safe_load((project / "params.yaml").read_text())
-        params["data"]["max_rows"] = args.max_rows
-        params["train"]["epochs"] = args.epochs or params["train"]["epochs"]
-        params["train"]["progress_bar"] = False
+    with training_project("bench-distributed-", args) as (project, params):
         params["evaluate"] |= {"latency_requests": 20, "fail_without_skill": False}  # the accuracy is the point
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         single = _train_and_evaluate(project, [])

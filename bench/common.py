@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -53,3 +59,24 @@ def copy_repository(target: Path) -> None:
         if source.is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             (target / name).write_bytes(source.read_bytes())
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-rows", type=int, default=None, help="subsample the data [default: all rows]")
+    parser.add_argument("--epochs", type=int, default=None, help="[default: params.yaml's]")
+
+
+@contextlib.contextmanager
+def training_project(prefix: str, args: argparse.Namespace) -> Iterator[tuple[Path, dict]]:
+    """A scratch copy of the repository with the data pulled, and its params sized by --max-rows and --epochs
+    (the caller writes them back after its own changes)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
+        project = Path(scratch)
+        copy_repository(project)
+        sh("git", "init", "-q", "-b", "main", cwd=project)
+        sh("dvc", "pull", "-q", "data.dvc", cwd=project)
+        params = yaml.safe_load((project / "params.yaml").read_text())
+        params["data"]["max_rows"] = args.max_rows
+        params["train"]["epochs"] = args.epochs or params["train"]["epochs"]
+        params["train"]["progress_bar"] = False
+        yield project, params
