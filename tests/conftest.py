@@ -67,6 +67,11 @@ def _isolated_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     yield
+    if "mlflow" in sys.modules:  # its in-process URI outranks the variable: forget it too
+        sys.modules["mlflow"].set_tracking_uri(None)
+    store = sys.modules.get("mlflow.store.tracking.sqlalchemy_store")
+    if store is not None:  # engines are kept by URI: a relative sqlite:///mlflow.db would reach the last test's file
+        store.SqlAlchemyStore._engine_map.clear()
     os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
