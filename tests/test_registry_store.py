@@ -133,7 +133,5 @@ def test_promote_refuses_a_version_that_is_not_a_number_before_opening_the_store
     write_params(tmp_path, tiny_params())
     result = run(["mlops", "promote", "v3"], tmp_path, check=False)
     assert result.returncode == 1
-    assert error_lines(result.stderr) == [
-        "error: 'v3' is not a version number: `mlops models` lists the versions"
-    ]
+    assert error_lines(result.stderr) == ["error: 'v3' is not a version number: `mlops models` lists the versions"]
     assert not (tmp_path / "mlflow.db").exists()
