@@ -69,10 +69,18 @@ def _isolated_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     if "mlflow" in sys.modules:  # its in-process URI outranks the variable: forget it too
         sys.modules["mlflow"].set_tracking_uri(None)
-    store = sys.modules.get("mlflow.store.tracking.sqlalchemy_store")
-    if store is not None:  # engines are kept by URI: a relative sqlite:///mlflow.db would reach the last test's file
-        store.SqlAlchemyStore._engine_map.clear()
+    forget_mlflow_stores()
     os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def forget_mlflow_stores() -> None:
+    """MLflow caches stores and engines by URI: a relative sqlite:///mlflow.db would reach the last test's file."""
+    if sqlalchemy_store := sys.modules.get("mlflow.store.tracking.sqlalchemy_store"):
+        sqlalchemy_store.SqlAlchemyStore._engine_map.clear()
+    if tracking_stores := sys.modules.get("mlflow.tracking._tracking_service.registry"):
+        tracking_stores.TrackingStoreRegistry._get_store_with_resolved_uri.cache_clear()
+    if registry_stores := sys.modules.get("mlflow.tracking._model_registry.registry"):
+        registry_stores.ModelRegistryStoreRegistry._get_store_with_resolved_uri.cache_clear()
 
 
 def merge(base: dict, overrides: dict) -> dict:

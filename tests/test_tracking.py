@@ -12,11 +12,6 @@ from mlops.config import Params, flatten
 from needs import need
 
 
-@pytest.mark.xfail(
-    reason="after test_registry_store in one process, MLflow reuses a store for the relative sqlite:///mlflow.db "
-    "(passes alone); the cache behind it is not yet found",
-    strict=False,
-)
 def test_wandb_logs_the_same_run_offline(
     pipeline_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
