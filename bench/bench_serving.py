@@ -296,6 +296,7 @@ def main() -> None:
         params["tracking"]["registered_model"] = MODEL_NAME
         (workdir / "params.yaml").write_text(yaml.safe_dump(params))
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": str(params["threads"])}
+        env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"  # mlflow models serve starts `uvicorn` from PATH
         env.update(HF_HUB_OFFLINE="1", MLFLOW_DISABLE_TELEMETRY="true", TOKENIZERS_PARALLELISM="false")
         print(f"load average before: {load_average()} ({os.cpu_count()} cores)")
         threads = params["serving"].get("inference_threads") or len(os.sched_getaffinity(0))
