@@ -119,8 +119,18 @@ def test_deploy_twice_on_one_commit_creates_one_version(project: Path, store: st
     assert "registered and promoted" in first.stdout
     assert "already the champion: nothing to do" in second.stdout
     assert [str(v.version) for v in registry.versions(MlflowClient(store), name)] == ["1"]
-    listing = run(["mlops", "models"], project).stdout
-    assert "champion" in listing and "passed" in listing
+    listing = run(["mlops", "models"], project).stdout.splitlines()
+    tags = MlflowClient(store).get_model_version(name, "1").tags
+    header = next(line for line in listing if line.lstrip().startswith("version"))
+    [row] = [line for line in listing if line.lstrip().startswith("1 ")]
+    assert header.split() == ["version", "aliases", "commit", "accuracy", "macro_f1", "roc_auc", "log_loss", "gate"]
+    assert row.split()[:7] == [
+        "1",
+        "champion,dev,staging",
+        tags["git_commit"][:10],
+        *(tags[f"metric.{metric}"] for metric in ("accuracy", "macro_f1", "roc_auc", "log_loss")),
+    ]
+    assert row.endswith(tags["gate"])
 
 
 @pytest.mark.parametrize("broken", ["nan", "missing"])

@@ -31,6 +31,7 @@ from mlflow.exceptions import MlflowException
 
 from mlops import tracking
 from mlops.errors import MlopsError
+from mlops.ml.spec import METRICS
 
 DEV = "dev"
 STAGING = "staging"
@@ -320,13 +321,16 @@ def version_table(client: MlflowClient, name: str) -> str:
     by_version: dict[str, list[str]] = {}
     for alias, version in aliases(client, name).items():
         by_version.setdefault(version, []).append(alias)
-    lines = [f"{'version':>7}  {'aliases':<28}  {'commit':<10}  {'accuracy':>8}  gate"]
+    metrics = [metric for metric in METRICS.headline if metric in METRICS.on_card]  # the ones tagged on a version
+    width = {metric: max(len(metric), 8) for metric in metrics}
+    header = "".join(f"  {metric:>{width[metric]}}" for metric in metrics)
+    lines = [f"{'version':>7}  {'aliases':<28}  {'commit':<10}{header}  gate"]
     for found in versions(client, name):
         tags = found.tags
         rolled_back = " (rolled back)" if tags.get(ROLLED_BACK_TAG) == "true" else ""
+        values = "".join(f"  {tags.get(f'metric.{metric}', '-'):>{width[metric]}}" for metric in metrics)
         lines.append(
             f"{found.version:>7}  {','.join(sorted(by_version.get(str(found.version), []))) or '-':<28}  "
-            f"{tags.get('git_commit', '-')[:10]:<10}  {tags.get('metric.accuracy', '-'):>8}  "
-            f"{tags.get('gate', '-')}{rolled_back}"
+            f"{tags.get('git_commit', '-')[:10]:<10}{values}  {tags.get('gate', '-')}{rolled_back}"
         )
     return "\n".join(lines)
