@@ -177,8 +177,14 @@ def test_comment_workflow_never_runs_pull_request_code() -> None:
     assert job["env"]["ITERATIVE_DO_NOT_TRACK"] == "1"
     assert job["permissions"] == {"contents": "read", "actions": "read", "pull-requests": "write"}
     for other in ("pipeline.yml", "ci.yml"):
-        for job in load(other)["jobs"].values():
-            assert "write" not in job["permissions"].values(), f"{other} runs PR code: read-only token only"
+        for name, job in load(other)["jobs"].items():
+            if "write" in job["permissions"].values():  # only the deploy, which never runs for a pull request
+                assert (other, name, job["permissions"]) == (
+                    "pipeline.yml",
+                    "deploy",
+                    {"contents": "write", "actions": "read"},
+                )
+                assert job["if"] == "github.event_name == 'push' && github.ref == 'refs/heads/main'"
 
 
 # pr_comment.py
@@ -266,12 +272,34 @@ def test_the_registry_comes_from_the_last_push_to_main_of_this_repository_only()
         },
         f"repos/{REPOSITORY}/actions/runs/6/artifacts?name=registry": {"artifacts": []},
         f"repos/{REPOSITORY}/actions/runs/5/artifacts?name=registry": {"artifacts": [{"id": 55, "expired": False}]},
+        f"repos/{REPOSITORY}/releases?per_page=100": [],
     }
     assert last_registry.find(REPOSITORY, 9, answers.__getitem__) == {"run-id": "5", "artifact-id": "55"}
     answers[f"repos/{REPOSITORY}/actions/runs/5/artifacts?name=registry"]["artifacts"][0]["expired"] = True
     assert last_registry.find(REPOSITORY, 9, answers.__getitem__) == {"cold-start": "the registry of run 5 expired"}
     answers[f"repos/{REPOSITORY}/actions/runs/5/artifacts?name=registry"]["artifacts"] = []
     assert last_registry.find(REPOSITORY, 9, answers.__getitem__) == {"cold-start": "no earlier deploy kept a registry"}
+
+
+def test_a_cold_start_rebuilds_from_the_newest_published_model_release() -> None:
+    def release(tag: str, created: str, **changes: object) -> dict:
+        return {"tag_name": tag, "created_at": created, "draft": False, "prerelease": False, **changes}
+
+    listed = f"repos/{REPOSITORY}/actions/workflows/pipeline.yml/runs?branch=main&event=push&status=success&per_page=30"
+    answers: dict[str, object] = {
+        listed: {"workflow_runs": []},
+        f"repos/{REPOSITORY}/releases?per_page=100": [
+            release("v2.0.0", "2026-03-01T00:00:00Z"),  # the software's own release
+            release("model-cccccccccccc", "2026-02-01T00:00:00Z", draft=True),
+            release("model-aaaaaaaaaaaa", "2026-01-01T00:00:00Z"),
+            release("model-bbbbbbbbbbbb", "2026-01-02T00:00:00Z"),
+        ],
+    }
+    found = last_registry.find(REPOSITORY, 9, answers.__getitem__)
+    assert found == {"cold-start": "no earlier deploy kept a registry", "release": "model-bbbbbbbbbbbb"}
+    answers[f"repos/{REPOSITORY}/releases?per_page=100"] = {"message": "Bad credentials"}
+    with pytest.raises(last_registry.RestoreError, match="list of releases is not what GitHub answers"):
+        last_registry.find(REPOSITORY, 9, answers.__getitem__)
 
 
 def test_a_registry_that_cannot_be_looked_up_fails_closed(tmp_path: Path) -> None:
