@@ -17,7 +17,8 @@ replaced by the stand-ins in tests/act, mapped with `--local-repository` or put 
 - actions/setup-node (tests/act/actions/setup-node): node is already here.
 - actions/upload-artifact, actions/download-artifact (tests/act/actions/*-artifact, tests/act/artifacts.py):
   an artifact is a folder per run id and name, with the real actions' layout, overwrite and not-found rules.
-- `gh` (tests/act/bin/gh): answers `gh api` from a JSON fixture written by each test, and records the calls.
+- `gh` (tests/act/bin/gh): answers `gh api` from a JSON fixture written by each test, keeps the releases
+  `gh release create` makes (listed by the API, viewed and downloaded as GitHub would), and records the calls.
 - `npm` (tests/act/bin/npm): accepts only `npm install --global @dvcorg/cml@X.Y.Z`, and records it.
 - `cml` (tests/act/bin/cml): records what it would post and keeps the PR's comments as CML's sticky
   `comment update` would.
