@@ -291,7 +291,8 @@ def registry_pack(
     """Pack the champion for a GitHub Release; prints tag=, title= and commit= lines (for $GITHUB_OUTPUT)."""
     from mlops.registry import registry, release
 
-    packed = release.pack(registry.connect(writes=False), load_params(params).tracking.registered_model, out)
+    name = load_params(params).tracking.registered_model
+    packed = release.pack(registry.connect(writes=False), name, out)
     typer.echo(f"tag={packed.tag}\ntitle={packed.title}\ncommit={packed.commit}")
 
 
