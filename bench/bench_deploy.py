@@ -2,8 +2,8 @@
 
 Works in a throwaway copy of the repository with the default params.yaml. Training does not change what
 deploy costs (the model's size and the test split do), so the default architecture is built untrained
-and the gate lets any untrained model through (minimums 0, no maximums, any regression allowed). Timed: the first deploy
-(no champion: absolute thresholds); one against a champion on unchanged data (its scores on this test split
+and the gate lets any untrained model through (minimums -1, no maximums, any regression allowed). Timed: the
+first deploy (no champion: absolute thresholds); one against a champion on unchanged data (its scores on this test split
 are stored with the version, so it is not re-scored); one against a champion without scores for this split
 (as after a data, split or metric-code change: loaded from the registry and re-scored on the full test split);
 and the same commit again (no-op).
@@ -31,11 +31,13 @@ def prepare_project(target: Path) -> None:
     copy_repository(target)
     shutil.copytree(REPO_ROOT / "data", target / "data")
     params = yaml.safe_load((target / "params.yaml").read_text())
-    params["gate"]["minimum"] = {metric: 0.0 for metric in params["gate"]["minimum"]}
+    # Floors no score can break (accuracy over the majority-class rate is negative for an untrained model).
+    params["gate"]["minimum"] = {metric: -1.0 for metric in params["gate"]["minimum"]}
     params["gate"]["max_regression"] = {metric: 1.0 for metric in params["gate"]["max_regression"]}
     # Latency on a busy shared machine must not refuse the model whose deploy is being timed.
     params["gate"]["maximum"] = {metric: 1e9 for metric in params["gate"]["maximum"]}
     params["train"]["progress_bar"] = False
+    params["evaluate"]["fail_without_skill"] = False  # the timed model is untrained, so it has no skill
     (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "init", "-q", "-b", "main", cwd=target)
     sh("git", "add", "-A", cwd=target)

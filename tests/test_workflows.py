@@ -17,7 +17,8 @@ replaced by the stand-ins in tests/act, mapped with `--local-repository` or put 
 - actions/setup-node (tests/act/actions/setup-node): node is already here.
 - actions/upload-artifact, actions/download-artifact (tests/act/actions/*-artifact, tests/act/artifacts.py):
   an artifact is a folder per run id and name, with the real actions' layout, overwrite and not-found rules.
-- `gh` (tests/act/bin/gh): answers `gh api` from a JSON fixture written by each test, and records the calls.
+- `gh` (tests/act/bin/gh): answers `gh api` from a JSON fixture written by each test, keeps the releases
+  `gh release create` makes (listed by the API, viewed and downloaded as GitHub would), and records the calls.
 - `npm` (tests/act/bin/npm): accepts only `npm install --global @dvcorg/cml@X.Y.Z`, and records it.
 - `cml` (tests/act/bin/cml): records what it would post and keeps the PR's comments as CML's sticky
   `comment update` would.
@@ -177,8 +178,14 @@ def test_comment_workflow_never_runs_pull_request_code() -> None:
     assert job["env"]["ITERATIVE_DO_NOT_TRACK"] == "1"
     assert job["permissions"] == {"contents": "read", "actions": "read", "pull-requests": "write"}
     for other in ("pipeline.yml", "ci.yml"):
-        for job in load(other)["jobs"].values():
-            assert "write" not in job["permissions"].values(), f"{other} runs PR code: read-only token only"
+        for name, job in load(other)["jobs"].items():
+            if "write" in job["permissions"].values():  # only the deploy, which never runs for a pull request
+                assert (other, name, job["permissions"]) == (
+                    "pipeline.yml",
+                    "deploy",
+                    {"contents": "write", "actions": "read"},
+                )
+                assert job["if"] == "github.event_name == 'push' && github.ref == 'refs/heads/main'"
 
 
 # pr_comment.py
@@ -266,12 +273,34 @@ def test_the_registry_comes_from_the_last_push_to_main_of_this_repository_only()
         },
         f"repos/{REPOSITORY}/actions/runs/6/artifacts?name=registry": {"artifacts": []},
         f"repos/{REPOSITORY}/actions/runs/5/artifacts?name=registry": {"artifacts": [{"id": 55, "expired": False}]},
+        f"repos/{REPOSITORY}/releases?per_page=100": [],
     }
     assert last_registry.find(REPOSITORY, 9, answers.__getitem__) == {"run-id": "5", "artifact-id": "55"}
     answers[f"repos/{REPOSITORY}/actions/runs/5/artifacts?name=registry"]["artifacts"][0]["expired"] = True
     assert last_registry.find(REPOSITORY, 9, answers.__getitem__) == {"cold-start": "the registry of run 5 expired"}
     answers[f"repos/{REPOSITORY}/actions/runs/5/artifacts?name=registry"]["artifacts"] = []
     assert last_registry.find(REPOSITORY, 9, answers.__getitem__) == {"cold-start": "no earlier deploy kept a registry"}
+
+
+def test_a_cold_start_rebuilds_from_the_newest_published_model_release() -> None:
+    def release(tag: str, created: str, **changes: object) -> dict:
+        return {"tag_name": tag, "created_at": created, "draft": False, "prerelease": False, **changes}
+
+    listed = f"repos/{REPOSITORY}/actions/workflows/pipeline.yml/runs?branch=main&event=push&status=success&per_page=30"
+    answers: dict[str, object] = {
+        listed: {"workflow_runs": []},
+        f"repos/{REPOSITORY}/releases?per_page=100": [
+            release("v2.0.0", "2026-03-01T00:00:00Z"),  # the software's own release
+            release("model-cccccccccccc", "2026-02-01T00:00:00Z", draft=True),
+            release("model-aaaaaaaaaaaa", "2026-01-01T00:00:00Z"),
+            release("model-bbbbbbbbbbbb", "2026-01-02T00:00:00Z"),
+        ],
+    }
+    found = last_registry.find(REPOSITORY, 9, answers.__getitem__)
+    assert found == {"cold-start": "no earlier deploy kept a registry", "release": "model-bbbbbbbbbbbb"}
+    answers[f"repos/{REPOSITORY}/releases?per_page=100"] = {"message": "Bad credentials"}
+    with pytest.raises(last_registry.RestoreError, match="list of releases is not what GitHub answers"):
+        last_registry.find(REPOSITORY, 9, answers.__getitem__)
 
 
 def test_a_registry_that_cannot_be_looked_up_fails_closed(tmp_path: Path) -> None:
@@ -534,19 +563,41 @@ def store_rows(database: Path) -> tuple[list[str], list[str]]:
     return runs, versions
 
 
+def created_releases(act: Act) -> list[dict]:
+    """The `gh release create` calls the stand-in received: tag, options, notes and assets."""
+    calls = [json.loads(line) for line in (act.record / "gh.jsonl").read_text().splitlines()]
+    created = [call for call in calls if call.get("argv", [])[:2] == ["release", "create"]]
+    return [
+        {**call, "tag": call["argv"][2], "target": call["argv"][call["argv"].index("--target") + 1]} for call in created
+    ]
+
+
+def new_commit(checkout: Path, message: str) -> dict:
+    """A commit on main changing the seed; the push event's payload."""
+    params = yaml.safe_load((checkout / "params.yaml").read_text())
+    params["seed"] += 1
+    (checkout / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git(checkout, "commit", "-q", "-am", message)
+    return {
+        "ref": "refs/heads/main",
+        "after": git(checkout, "rev-parse", "HEAD"),
+        "repository": {"full_name": REPOSITORY},
+    }
+
+
 @pytest.mark.heavy
-def test_pushes_to_main_train_once_each_and_carry_the_registry_to_the_next_deploy(
+def test_pushes_to_main_train_once_each_carry_the_registry_and_keep_each_champion_as_a_release(
     pipeline_project: Path, tmp_path: Path
 ) -> None:
     act = Act(tmp_path / "act")
     checkout = clone(pipeline_project, tmp_path / "main")
-    registry_runs(act)  # none yet: a cold start
+    registry_runs(act)  # none yet, and no model release: a cold start with an empty registry
     head = git(checkout, "rev-parse", "HEAD")
     payload = {"ref": "refs/heads/main", "after": head, "repository": {"full_name": REPOSITORY}}
     log = succeeded(act.run(checkout, "pipeline.yml", "push", payload, MAIN_RUN))
     assert log.count("Running stage 'train'") == 1, "main trains once"
     assert "Job succeeded" in log.split("[Pipeline/Gate, register and promote]", 1)[1]
-    assert "Cold start: no earlier deploy kept a registry" in log
+    assert "cold start: empty registry, first deploy (no earlier deploy kept a registry)" in log
 
     artifacts = act.artifacts / str(MAIN_RUN)
     results = artifacts / "pipeline-results"
@@ -555,20 +606,51 @@ def test_pushes_to_main_train_once_each_and_carry_the_registry_to_the_next_deplo
     assert source == {"commit": head, "run_url": f"{SERVER}/{REPOSITORY}/actions/runs/{MAIN_RUN}", "run_id": MAIN_RUN}
     first = json.loads((artifacts / "candidate" / "models" / "run.json").read_text())["run_id"]
     assert store_rows(artifacts / "registry" / "mlflow.db") == ([first], [first]), "deploy registers what was trained"
+    # The new champion is kept as a release: its card as the notes, the packed model as the asset.
+    [release] = created_releases(act)
+    name = yaml.safe_load((checkout / "params.yaml").read_text())["tracking"]["registered_model"]
+    assert release["tag"] == f"model-{head[:12]}" and release["target"] == head
+    assert release["assets"] == ["model.tar.gz"] and f"Champion version 1 of `{name}`" in release["notes"]
+    assert f"\n# {name}\n" in release["notes"] and "**Gate**: passed" in release["notes"]
 
     # The next push restores that registry, so its deploy meets the first model as the champion.
-    params = yaml.safe_load((checkout / "params.yaml").read_text())
-    params["seed"] += 1
-    (checkout / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git(checkout, "commit", "-q", "-am", "Another seed")
+    payload = new_commit(checkout, "Another seed")
     registry_runs(act, MAIN_RUN)
-    payload = {**payload, "after": git(checkout, "rev-parse", "HEAD")}
-    result = act.run(checkout, "pipeline.yml", "push", payload, MAIN_RUN + 1)
-    assert "Registry restored from artifact" in result.stdout
-    if result.returncode != 0 and "No such artifact" in result.stdout:
-        pytest.xfail("the carried store still names the first runner's folders (portable paths: registry's part)")
-    log = succeeded(result)
+    log = succeeded(act.run(checkout, "pipeline.yml", "push", payload, MAIN_RUN + 1))
+    assert "Registry restored from artifact" in log and "cold start" not in log
     assert log.count("Running stage 'train'") == 1
+    assert f"version 2 of {name} registered and promoted to champion" in log
     second = json.loads((act.artifacts / str(MAIN_RUN + 1) / "candidate" / "models" / "run.json").read_text())
     runs, versions = store_rows(act.artifacts / str(MAIN_RUN + 1) / "registry" / "mlflow.db")
-    assert runs == [first, second["run_id"]] and versions[0] == first
+    assert runs == [first, second["run_id"]] and versions == [first, second["run_id"]]
+    assert [release["tag"] for release in created_releases(act)] == [
+        f"model-{head[:12]}",
+        f"model-{payload['after'][:12]}",
+    ]
+
+    # The last registry artifact expired: the third push rebuilds the registry from the newest release, whose
+    # model is then the champion its deploy is compared with.
+    newest = f"model-{payload['after'][:12]}"
+    registry_runs(act, MAIN_RUN + 1)
+    expired = f"repos/{REPOSITORY}/actions/runs/{MAIN_RUN + 1}/artifacts?name=registry"
+    act.answer({expired: {"artifacts": [{"id": 1, "name": "registry", "expired": True}]}})
+    payload = new_commit(checkout, "A third seed")
+    log = succeeded(act.run(checkout, "pipeline.yml", "push", payload, MAIN_RUN + 2))
+    assert f"cold start: registry rebuilt from release {newest} (version 2 there, champion v1 here)" in log
+    assert f"cold start: registry rebuilt from release {newest} (the registry of run {MAIN_RUN + 1} expired)" in log
+    assert f"version 2 of {name} registered and promoted to champion" in log
+    runs, _ = store_rows(act.artifacts / str(MAIN_RUN + 2) / "registry" / "mlflow.db")
+    third = json.loads((act.artifacts / str(MAIN_RUN + 2) / "candidate" / "models" / "run.json").read_text())
+    assert len(runs) == 2 and runs[1] == third["run_id"], "the restored champion's run, then this push's"
+
+    # A release whose asset is damaged fails the run closed, before training: never a silently empty registry.
+    registry_runs(act, MAIN_RUN + 2)
+    expired = f"repos/{REPOSITORY}/actions/runs/{MAIN_RUN + 2}/artifacts?name=registry"
+    act.answer({expired: {"artifacts": [{"id": 2, "name": "registry", "expired": True}]}})
+    newest = created_releases(act)[-1]["tag"]
+    asset = act.record / "releases" / newest / "model.tar.gz"
+    asset.write_bytes(asset.read_bytes()[:1000])
+    result = act.run(checkout, "pipeline.yml", "push", new_commit(checkout, "A fourth seed"), MAIN_RUN + 3)
+    assert result.returncode != 0 and "Running stage 'train'" not in result.stdout
+    assert "model-release/model.tar.gz is corrupt or truncated" in result.stdout
+    assert not (act.artifacts / str(MAIN_RUN + 3) / "candidate").exists()

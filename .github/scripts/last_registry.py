@@ -6,7 +6,9 @@ deploy to the next. This finds the newest successful Pipeline run from a push to
 (never a pull request's or a fork's run) that left a `registry` artifact, and prints for $GITHUB_OUTPUT:
 
     run-id=N and artifact-id=M        restore that artifact
-    cold-start=REASON                 there is none yet, or it expired: start an empty registry
+    cold-start=REASON                 there is none yet, or it expired; then also
+    release=TAG                       the newest model release (a promoted champion) to rebuild it from,
+                                      when there is one; else the registry starts empty (first deploy)
 
 Any other failure (the API unreachable, an answer it cannot read) exits 1: the deploy fails closed rather
 than start from an empty registry and lose the champion. Standard library and `gh` only.
@@ -22,6 +24,8 @@ from collections.abc import Callable
 
 Api = Callable[[str], object]
 RUNS_PER_PAGE = 30
+RELEASES_PER_PAGE = 100
+RELEASE_TAG_PREFIX = "model-"  # `mlops registry pack` names a model release model-<commit>
 
 
 class RestoreError(Exception):
@@ -33,6 +37,26 @@ def gh_api(path: str) -> object:
     if result.returncode != 0:
         raise RestoreError(f"`gh api {path}` failed: {(result.stderr.strip() or 'no output').splitlines()[0][:200]}")
     return json.loads(result.stdout)
+
+
+def latest_model_release(repository: str, api: Api) -> str | None:
+    """The tag of the newest published model release, or None."""
+    listed = api(f"repos/{repository}/releases?per_page={RELEASES_PER_PAGE}")
+    if not isinstance(listed, list) or not all(isinstance(release, dict) for release in listed):
+        raise RestoreError("the API's list of releases is not what GitHub answers")
+    models = [
+        release
+        for release in listed
+        if str(release.get("tag_name", "")).startswith(RELEASE_TAG_PREFIX)
+        and not release.get("draft")
+        and not release.get("prerelease")
+    ]
+    return max(models, key=lambda release: release.get("created_at", ""))["tag_name"] if models else None
+
+
+def cold_start(repository: str, reason: str, api: Api) -> dict[str, str]:
+    release = latest_model_release(repository, api)
+    return {"cold-start": reason, **({"release": release} if release else {})}
 
 
 def find(repository: str, current_run: int, api: Api) -> dict[str, str]:
@@ -58,9 +82,9 @@ def find(repository: str, current_run: int, api: Api) -> dict[str, str]:
             continue  # a run on main that kept no registry (a team tracking server was set then)
         artifact = artifacts["artifacts"][0]
         if artifact.get("expired"):
-            return {"cold-start": f"the registry of run {run['id']} expired"}
+            return cold_start(repository, f"the registry of run {run['id']} expired", api)
         return {"run-id": str(run["id"]), "artifact-id": str(artifact["id"])}
-    return {"cold-start": "no earlier deploy kept a registry"}
+    return cold_start(repository, "no earlier deploy kept a registry", api)
 
 
 def main() -> int:

@@ -277,6 +277,47 @@ def serve(
     serving.serve(settings, serving.model_sources(settings, champion, challenger), host, port, fault_injection)
 
 
+registry_app = typer.Typer(
+    no_args_is_help=True, help="Keep the champion as a release file, and rebuild a missing registry from one."
+)
+app.add_typer(registry_app, name="registry")
+
+
+@registry_app.command("pack")
+def registry_pack(
+    out: Annotated[Path, typer.Option("--out", help="Folder for model.tar.gz and the release notes (notes.md).")],
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Pack the champion for a GitHub Release; prints tag=, title= and commit= lines (for $GITHUB_OUTPUT)."""
+    from mlops.registry import registry, release
+
+    name = load_params(params).tracking.registered_model
+    packed = release.pack(registry.connect(writes=False), name, out)
+    typer.echo(f"tag={packed.tag}\ntitle={packed.title}\ncommit={packed.commit}")
+
+
+@registry_app.command("restore")
+def registry_restore(
+    source: Annotated[Path, typer.Option("--from", help="Folder holding a release's model.tar.gz.")],
+    summary: SummaryOption = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Rebuild the missing embedded registry from a model release, its model as the champion (the cold start)."""
+    from mlops import tracking
+    from mlops.registry import release
+
+    name = load_params(params).tracking.registered_model
+    restored = release.restore(source, tracking.tracking_uri(), name)
+    message = (
+        f"cold start: registry rebuilt from release {restored.release} "
+        f"(version {restored.published_version} there, champion v{restored.version} here)"
+    )
+    if summary:
+        with summary.open("a") as file:
+            file.write(f"{message}\n")
+    typer.echo(message)
+
+
 canary_app = typer.Typer(no_args_is_help=True, help="Judge the canary (challenger) on live traffic.")
 app.add_typer(canary_app, name="canary")
 
