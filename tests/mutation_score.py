@@ -4,6 +4,9 @@ Reads mutants/**/*.meta (what `mutmut run` left), scores the decision functions 
 kills fewer than TARGET of its mutants or when a mutant survives that tests/mutation-baseline.txt does not
 explain. A baseline line is ``function | mutated line | reason``: keyed by what the mutant changes rather than
 mutmut's numbering, so it stays valid when unrelated code moves.
+
+``--names`` prints the mutant name patterns of those functions instead, for `mutmut run` to test only them (the
+modules' other functions, such as the report's git plumbing, would take most of the time).
 """
 
 from __future__ import annotations
@@ -55,6 +58,19 @@ def parse(key: str, exit_code: int | None) -> Mutant:
     return Mutant(key, module, function, status_by_exit_code[exit_code])
 
 
+def name_patterns() -> list[str]:
+    """mutmut name patterns (fnmatch) of the scored functions: module.x_function or module.xǁClassǁmethod."""
+    patterns = []
+    for module, functions in SCOPE.items():
+        for function in sorted(functions) if functions is not None else ["*"]:
+            if "." in function:
+                mangled = "xǁ" + "ǁ".join(function.split("."))
+            else:
+                mangled = function if function == "*" else f"x_{function}"
+            patterns.append(f"{module}.{mangled}__mutmut_*")
+    return patterns
+
+
 def in_scope(mutant: Mutant) -> bool:
     functions = SCOPE.get(mutant.module, set())
     return functions is None or mutant.function in functions
@@ -87,6 +103,9 @@ def load_baseline() -> dict[tuple[str, str], str]:
 
 
 def main() -> int:
+    if sys.argv[1:] == ["--names"]:
+        print("\n".join(name_patterns()))
+        return 0
     mutants = [mutant for mutant in load_mutants() if in_scope(mutant)]
     baseline = load_baseline()
     failed = False
