@@ -117,3 +117,59 @@ def test_the_challenger_version_is_named_or_its_absence_explained(client: Mlflow
         registry.version_of(client, NAME, registry.CHALLENGER, "mlops promote 3")
     client.set_registered_model_alias(NAME, registry.CHALLENGER, "3")
     assert registry.version_of(client, NAME, registry.CHALLENGER, "mlops promote 3") == "3"
+
+
+def last_moves(client: MlflowClient, count: int) -> list[tuple[str, str | None, str | None, str, str]]:
+    return [(move.alias, move.before, move.after, move.via, move.why) for move in registry.history(client, NAME)][
+        -count:
+    ]
+
+
+def test_every_move_records_how_and_why_it_was_made(client: MlflowClient) -> None:
+    registry.promote(client, NAME, "1", "mlops promote", "first")
+    registry.promote(client, NAME, "2", "mlops promote", "better")
+    assert last_moves(client, 2) == [
+        ("champion", "1", "2", "mlops promote", "better"),
+        ("previous-champion", None, "1", "mlops promote", "better"),
+    ]
+    client.set_registered_model_alias(NAME, registry.CHALLENGER, "3")
+    registry.retire_challenger(client, NAME, "mlops canary watch", "worse on error rate")
+    assert last_moves(client, 1) == [("challenger", "3", None, "mlops canary watch", "worse on error rate")]
+    registry.rollback(client, NAME, "mlops rollback", "alert fired")
+    assert last_moves(client, 2) == [
+        ("champion", "2", "1", "mlops rollback", "alert fired"),
+        ("previous-champion", "1", None, "mlops rollback", "alert fired"),
+    ]
+
+
+def test_a_retired_challenger_is_tagged_rolled_back(client: MlflowClient) -> None:
+    client.set_registered_model_alias(NAME, registry.CHALLENGER, "2")
+    registry.retire_challenger(client, NAME, "test", "a test")
+    assert rolled_back(client, "2") == "true"
+    assert rolled_back(client, "1") is None
+
+
+class Killed(BaseException):
+    """The process dies: nothing after this point of the move runs."""
+
+
+class KilledWhileMovingAliases(MlflowClient):
+    """A real client whose process dies at the first alias it sets, after the pending move is written."""
+
+    def set_registered_model_alias(self, name: str, alias: str, version: str) -> None:
+        raise Killed
+
+
+def test_a_move_killed_halfway_is_finished_by_the_next_one_as_planned(client: MlflowClient) -> None:
+    registry.promote(client, NAME, "1", "test", "a test")
+    with pytest.raises(Killed):
+        registry.promote(KilledWhileMovingAliases(client.tracking_uri), NAME, "2", "mlops promote", "better")
+    assert alias_map(client) == {"champion": "1"}
+
+    assert registry.finish_interrupted(client, NAME)
+    assert alias_map(client) == {"champion": "2", "previous-champion": "1"}
+    assert last_moves(client, 2) == [
+        ("champion", "1", "2", "mlops promote", "better (finished after an interrupted move)"),
+        ("previous-champion", None, "1", "mlops promote", "better (finished after an interrupted move)"),
+    ]
+    assert registry.PENDING_TAG not in client.get_registered_model(NAME).tags
