@@ -37,7 +37,17 @@ SCOPE: dict[str, set[str] | None] = {
         "load_params",
     },
     "mlops.registry.gate": None,
-    "mlops.registry.registry": {"promote", "retire_challenger", "rollback", "version_of", "move"},
+    "mlops.registry.registry": {
+        "promote",
+        "start_canary",
+        "retire_challenger",
+        "rollback",
+        "version_of",
+        "move",
+        "_apply",
+        "_complete",
+        "finish_interrupted",
+    },
     "mlops.report.diff": {"metric_rows", "_quality_metrics", "MetricRow.change", "MetricRow.improved"},
     "mlops.serving.canary": {
         "decide",
