@@ -6,6 +6,7 @@ ready store). test_registry.py runs the whole deploy against sqlite and a real `
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,42 @@ def test_a_move_killed_halfway_is_finished_by_the_next_one_as_planned(client: Ml
         ("previous-champion", None, "1", "mlops promote", "better (finished after an interrupted move)"),
     ]
     assert registry.PENDING_TAG not in client.get_registered_model(NAME).tags
+
+
+def test_a_canary_starts_as_the_challenger_and_the_move_is_recorded(client: MlflowClient) -> None:
+    registry.promote(client, NAME, "1", "test", "a test")
+    registry.start_canary(client, NAME, 2, "mlops deploy", "passed the gate")  # a number works like its string
+    assert alias_map(client) == {"champion": "1", "challenger": "2"}
+    assert last_moves(client, 1) == [("challenger", None, "2", "mlops deploy", "passed the gate")]
+
+
+def test_the_champion_cannot_be_its_own_canary(client: MlflowClient) -> None:
+    registry.promote(client, NAME, "1", "test", "a test")
+    with pytest.raises(RegistryError) as error:
+        registry.start_canary(client, NAME, "1", "test", "a test")
+    assert str(error.value) == "version 1 of 'reviews' is already the champion: it cannot be its own canary"
+    with pytest.raises(RegistryError, match=r"^model 'reviews' has no version '9': `mlops models` lists its versions$"):
+        registry.start_canary(client, NAME, "9", "test", "a test")
+    assert alias_map(client) == {"champion": "1"}
+
+
+def test_a_move_records_who_made_it_and_when(client: MlflowClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GITHUB_ACTOR", "octocat")
+    monkeypatch.setenv("GITHUB_RUN_ID", "42")
+    before = time.time()
+    registry.promote(client, NAME, "1", "test", "a test")
+    after = time.time()
+    [moved] = registry.history(client, NAME)
+    assert moved.by == "octocat (GitHub run 42)"
+    assert before <= moved.at <= after
+
+
+def test_an_unreadable_pending_move_is_one_line_saying_how_to_repair_it(client: MlflowClient) -> None:
+    client.set_registered_model_tag(NAME, registry.PENDING_TAG, "{not json")
+    with pytest.raises(RegistryError) as error:
+        registry.promote(client, NAME, "1", "test", "a test")
+    assert str(error.value) == (
+        "model 'reviews' has an unreadable pending_move tag: check its aliases with `mlops models`, "
+        "set them with `mlops promote`, then delete the tag in the MLflow UI"
+    )
+    assert alias_map(client) == {}
