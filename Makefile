@@ -65,7 +65,7 @@ test-quick: install system-deps
 # Only the scored functions' mutants run (tests/mutation_score.py --names); mutmut lists each one's result.
 mutation: install
 	rm -rf mutants
-	$(BIN)/python tests/mutation_score.py --names | xargs -d '\n' $(BIN)/mutmut run
+	$(BIN)/python tests/mutation_score.py --names | xargs $(BIN)/mutmut run
 	$(BIN)/python tests/mutation_score.py
 
 lint: install
