@@ -4,6 +4,9 @@ Reads mutants/**/*.meta (what `mutmut run` left), scores the decision functions 
 kills fewer than TARGET of its mutants or when a mutant survives that tests/mutation-baseline.txt does not
 explain. A baseline line is ``function | mutated line | reason``: keyed by what the mutant changes rather than
 mutmut's numbering, so it stays valid when unrelated code moves.
+
+``--names`` prints the mutant name patterns of those functions instead, for `mutmut run` to test only them (the
+modules' other functions, such as the report's git plumbing, would take most of the time).
 """
 
 from __future__ import annotations
@@ -22,9 +25,29 @@ TARGET = 0.90
 DETECTED = {"killed", "timeout", "caught by type check", "segfault"}
 # The decision code, per module: None is every function; otherwise the functions (Class.method) scored.
 SCOPE: dict[str, set[str] | None] = {
-    "mlops.config": {"DataParams._splits_leave_training_data", "ModelParams._heads_divide_hidden", "_describe"},
+    "mlops.config": {
+        "DataParams._splits_leave_training_data",
+        "ModelParams._heads_divide_hidden",
+        "ServingParams._queue_takes_a_full_request",
+        "Params._threads_fit_the_machine",
+        "_registered_model_name",
+        "_StrictLoader.construct_mapping",
+        "_describe",
+        "_read_mapping",
+        "load_params",
+    },
     "mlops.registry.gate": None,
-    "mlops.registry.registry": {"promote", "retire_challenger", "rollback", "version_of", "move"},
+    "mlops.registry.registry": {
+        "promote",
+        "start_canary",
+        "retire_challenger",
+        "rollback",
+        "version_of",
+        "move",
+        "_apply",
+        "_complete",
+        "finish_interrupted",
+    },
     "mlops.report.diff": {"metric_rows", "_quality_metrics", "MetricRow.change", "MetricRow.improved"},
     "mlops.serving.canary": {
         "decide",
@@ -53,6 +76,19 @@ def parse(key: str, exit_code: int | None) -> Mutant:
     name = mangled.rsplit("__mutmut_", 1)[0]
     function = ".".join(name.split("ǁ")[1:]) if name.startswith("xǁ") else name.removeprefix("x_")
     return Mutant(key, module, function, status_by_exit_code[exit_code])
+
+
+def name_patterns() -> list[str]:
+    """mutmut name patterns (fnmatch) of the scored functions: module.x_function or module.xǁClassǁmethod."""
+    patterns = []
+    for module, functions in SCOPE.items():
+        for function in sorted(functions) if functions is not None else ["*"]:
+            if "." in function:
+                mangled = "xǁ" + "ǁ".join(function.split("."))
+            else:
+                mangled = function if function == "*" else f"x_{function}"
+            patterns.append(f"{module}.{mangled}__mutmut_*")
+    return patterns
 
 
 def in_scope(mutant: Mutant) -> bool:
@@ -87,6 +123,9 @@ def load_baseline() -> dict[tuple[str, str], str]:
 
 
 def main() -> int:
+    if sys.argv[1:] == ["--names"]:
+        print("\n".join(name_patterns()))
+        return 0
     mutants = [mutant for mutant in load_mutants() if in_scope(mutant)]
     baseline = load_baseline()
     failed = False

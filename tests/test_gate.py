@@ -41,6 +41,9 @@ def test_a_lower_is_better_metric_that_rose_significantly_beyond_the_margin_fail
     assert checks(verdict) == {"accuracy": True, "log_loss": False}
     assert verdict.failures[0].rule == "no significant regression"
     assert verdict.failures[0].interval == (0.03, 0.07)
+    assert verdict.failures[0].reason == (
+        "log_loss 0.5 breaks no significant regression 0.46 (95% interval +0.03 to +0.07)"
+    )
 
     better = {"accuracy": 0.80, "log_loss": 0.40}
     fell = {"log_loss": difference(0.45, 0.40, -0.07, -0.03)}
@@ -74,6 +77,10 @@ def test_thresholds_on_the_interval_use_its_worse_bound() -> None:
     on_interval = evaluate_gate(candidate, None, gate(**thresholds, thresholds_on="interval"), intervals=intervals)
     assert checks(on_interval) == {"accuracy": False, "log_loss": False}
     assert on_interval.failures[0].interval == (0.74, 0.78)
+
+    surely = {"accuracy": stats.Interval(0.76, 0.75, 0.77), "log_loss": stats.Interval(0.50, 0.48, 0.52)}
+    at_the_limits = evaluate_gate(candidate, None, gate(**thresholds, thresholds_on="interval"), intervals=surely)
+    assert checks(at_the_limits) == {"accuracy": True, "log_loss": True}
 
 
 def test_regression_checks_are_skipped_with_the_reason_when_the_champion_is_another_task() -> None:

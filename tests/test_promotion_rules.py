@@ -6,6 +6,7 @@ ready store). test_registry.py runs the whole deploy against sqlite and a real `
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,98 @@ def test_the_challenger_version_is_named_or_its_absence_explained(client: Mlflow
         registry.version_of(client, NAME, registry.CHALLENGER, "mlops promote 3")
     client.set_registered_model_alias(NAME, registry.CHALLENGER, "3")
     assert registry.version_of(client, NAME, registry.CHALLENGER, "mlops promote 3") == "3"
+
+
+def last_moves(client: MlflowClient, count: int) -> list[tuple[str, str | None, str | None, str, str]]:
+    return [(move.alias, move.before, move.after, move.via, move.why) for move in registry.history(client, NAME)][
+        -count:
+    ]
+
+
+def test_every_move_records_how_and_why_it_was_made(client: MlflowClient) -> None:
+    registry.promote(client, NAME, "1", "mlops promote", "first")
+    registry.promote(client, NAME, "2", "mlops promote", "better")
+    assert last_moves(client, 2) == [
+        ("champion", "1", "2", "mlops promote", "better"),
+        ("previous-champion", None, "1", "mlops promote", "better"),
+    ]
+    client.set_registered_model_alias(NAME, registry.CHALLENGER, "3")
+    registry.retire_challenger(client, NAME, "mlops canary watch", "worse on error rate")
+    assert last_moves(client, 1) == [("challenger", "3", None, "mlops canary watch", "worse on error rate")]
+    registry.rollback(client, NAME, "mlops rollback", "alert fired")
+    assert last_moves(client, 2) == [
+        ("champion", "2", "1", "mlops rollback", "alert fired"),
+        ("previous-champion", "1", None, "mlops rollback", "alert fired"),
+    ]
+
+
+def test_a_retired_challenger_is_tagged_rolled_back(client: MlflowClient) -> None:
+    client.set_registered_model_alias(NAME, registry.CHALLENGER, "2")
+    registry.retire_challenger(client, NAME, "test", "a test")
+    assert rolled_back(client, "2") == "true"
+    assert rolled_back(client, "1") is None
+
+
+class Killed(BaseException):
+    """The process dies: nothing after this point of the move runs."""
+
+
+class KilledWhileMovingAliases(MlflowClient):
+    """A real client whose process dies at the first alias it sets, after the pending move is written."""
+
+    def set_registered_model_alias(self, name: str, alias: str, version: str) -> None:
+        raise Killed
+
+
+def test_a_move_killed_halfway_is_finished_by_the_next_one_as_planned(client: MlflowClient) -> None:
+    registry.promote(client, NAME, "1", "test", "a test")
+    with pytest.raises(Killed):
+        registry.promote(KilledWhileMovingAliases(client.tracking_uri), NAME, "2", "mlops promote", "better")
+    assert alias_map(client) == {"champion": "1"}
+
+    assert registry.finish_interrupted(client, NAME)
+    assert alias_map(client) == {"champion": "2", "previous-champion": "1"}
+    assert last_moves(client, 2) == [
+        ("champion", "1", "2", "mlops promote", "better (finished after an interrupted move)"),
+        ("previous-champion", None, "1", "mlops promote", "better (finished after an interrupted move)"),
+    ]
+    assert registry.PENDING_TAG not in client.get_registered_model(NAME).tags
+
+
+def test_a_canary_starts_as_the_challenger_and_the_move_is_recorded(client: MlflowClient) -> None:
+    registry.promote(client, NAME, "1", "test", "a test")
+    registry.start_canary(client, NAME, 2, "mlops deploy", "passed the gate")  # a number works like its string
+    assert alias_map(client) == {"champion": "1", "challenger": "2"}
+    assert last_moves(client, 1) == [("challenger", None, "2", "mlops deploy", "passed the gate")]
+
+
+def test_the_champion_cannot_be_its_own_canary(client: MlflowClient) -> None:
+    registry.promote(client, NAME, "1", "test", "a test")
+    with pytest.raises(RegistryError) as error:
+        registry.start_canary(client, NAME, "1", "test", "a test")
+    assert str(error.value) == "version 1 of 'reviews' is already the champion: it cannot be its own canary"
+    with pytest.raises(RegistryError, match=r"^model 'reviews' has no version '9': `mlops models` lists its versions$"):
+        registry.start_canary(client, NAME, "9", "test", "a test")
+    assert alias_map(client) == {"champion": "1"}
+
+
+def test_a_move_records_who_made_it_and_when(client: MlflowClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GITHUB_ACTOR", "octocat")
+    monkeypatch.setenv("GITHUB_RUN_ID", "42")
+    before = time.time()
+    registry.promote(client, NAME, "1", "test", "a test")
+    after = time.time()
+    [moved] = registry.history(client, NAME)
+    assert moved.by == "octocat (GitHub run 42)"
+    assert before <= moved.at <= after
+
+
+def test_an_unreadable_pending_move_is_one_line_saying_how_to_repair_it(client: MlflowClient) -> None:
+    client.set_registered_model_tag(NAME, registry.PENDING_TAG, "{not json")
+    with pytest.raises(RegistryError) as error:
+        registry.promote(client, NAME, "1", "test", "a test")
+    assert str(error.value) == (
+        "model 'reviews' has an unreadable pending_move tag: check its aliases with `mlops models`, "
+        "set them with `mlops promote`, then delete the tag in the MLflow UI"
+    )
+    assert alias_map(client) == {}

@@ -10,6 +10,7 @@ import math
 
 import pytest
 
+from mlops import stats
 from mlops.ml.spec import METRICS
 from mlops.report.diff import MetricRow, metric_rows
 
@@ -81,3 +82,69 @@ def test_improved_follows_the_direction_and_is_unknown_without_a_change() -> Non
     assert MetricRow("log_loss", 0.5, 0.75, False, True).improved is False
     assert MetricRow("accuracy", 0.5, 0.5, True, False).improved is None
     assert MetricRow("accuracy", None, 0.5, True, False).improved is None
+
+
+def test_a_headline_metric_without_a_tolerance_is_flagged_at_any_drop() -> None:
+    rows = {found.name: found for found in metric_rows({"accuracy": 0.75}, {"accuracy": 0.7499}, {})}
+    assert rows["accuracy"].regression is True
+    assert metric_rows({"accuracy": 0.75}, {"accuracy": 0.75}, {})[0].regression is False
+
+
+def interval_row(name: str, base: float, new: float, low: float, high: float) -> MetricRow:
+    """The row of ``name`` when its change has the 95% interval ``low`` to ``high`` (paired)."""
+    differences = {name: stats.Difference(0.0, 0.0, low, high, paired=True)}
+    return next(found for found in metric_rows({name: base}, {name: new}, TOLERANCE, differences) if found.name == name)
+
+
+def test_with_an_interval_the_verdict_takes_the_recorded_values_and_the_intervals_bounds() -> None:
+    found = interval_row("accuracy", 0.75, 0.25, -0.6, -0.4)
+    assert found.difference == stats.Difference(0.75, 0.25, -0.6, -0.4, paired=True)
+    assert (found.verdict, found.regression) == (stats.Verdict.REGRESSION, True)
+
+
+@pytest.mark.parametrize(
+    ("name", "base", "new", "low", "high", "verdict"),
+    [
+        ("accuracy", 0.25, 0.75, 0.4, 0.6, stats.Verdict.IMPROVEMENT),
+        ("accuracy", 0.75, 0.5, -0.3, -0.2, stats.Verdict.WITHIN_NOISE),  # a drop of exactly the tolerance
+        ("accuracy", 0.75, 0.25, -0.6, 0.1, stats.Verdict.WITHIN_NOISE),  # not significant
+        ("log_loss", 1.0, 1.5, 0.4, 0.6, stats.Verdict.REGRESSION),
+        ("log_loss", 1.5, 1.0, -0.6, -0.4, stats.Verdict.IMPROVEMENT),
+    ],
+)
+def test_with_an_interval_only_a_significant_change_beyond_the_tolerance_in_the_worse_direction_is_flagged(
+    name: str, base: float, new: float, low: float, high: float, verdict: stats.Verdict
+) -> None:
+    found = interval_row(name, base, new, low, high)
+    assert found.verdict is verdict
+    assert found.regression is (verdict is stats.Verdict.REGRESSION)
+
+
+@pytest.mark.parametrize(("base", "new"), [(0.75, None), (0.75, math.nan), (math.nan, 0.25)])
+def test_with_an_interval_but_no_usable_values_the_flag_is_by_value(base: float, new: float | None) -> None:
+    differences = {"accuracy": stats.Difference(0.0, 0.0, -0.6, -0.4, paired=True)}
+    new_metrics = {} if new is None else {"accuracy": new}
+    found = metric_rows({"accuracy": base}, new_metrics, TOLERANCE, differences)[0]
+    assert (found.difference, found.verdict) == (None, None)
+    assert found.regression is math.isfinite(base)
+
+
+def test_metrics_that_are_not_headline_get_no_interval_or_verdict() -> None:
+    differences = {"per_class.fresh.f1": stats.Difference(0.0, 0.0, -0.6, -0.4, paired=True)}
+    base, new = {"per_class": {"fresh": {"f1": 0.9}}}, {"per_class": {"fresh": {"f1": 0.1}}}
+    found = metric_rows(base, new, TOLERANCE, differences)
+    assert [(row.name, row.difference, row.verdict, row.regression) for row in found] == [
+        ("per_class.fresh.f1", None, None, False)
+    ]
+
+
+def test_after_a_change_of_task_the_dropped_labels_leave_the_base_and_nothing_is_judged() -> None:
+    base = {"accuracy": 0.9, "per_class": {"fresh": {"f1": 0.9}, "rotten": {"f1": 0.9}}}
+    new = {"accuracy": 0.1, "per_class": {"fresh": {"f1": 0.1}, "neutral": {"f1": 0.1}}}
+    differences = {"accuracy": stats.Difference(0.0, 0.0, -0.9, -0.7, paired=True)}
+    rows = metric_rows(base, new, TOLERANCE, differences, dropped_labels={"rotten"})
+    assert [(row.name, row.base, row.new, row.regression, row.verdict) for row in rows] == [
+        ("accuracy", 0.9, 0.1, False, None),
+        ("per_class.fresh.f1", 0.9, 0.1, False, None),
+        ("per_class.neutral.f1", None, 0.1, False, None),
+    ]

@@ -108,3 +108,63 @@ def test_a_missing_file_says_where_to_run(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as error:
         load_params(tmp_path / "nowhere.yaml")
     assert str(error.value) == f"{tmp_path / 'nowhere.yaml'} not found: run from the project root or pass --params"
+
+
+def test_a_registered_model_name_may_use_capitals_digits_spaces_dots_and_dashes(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(tiny_params(tracking={"registered_model": "Reviews v2.1_final-B"})))
+    assert load_params(path).tracking.registered_model == "Reviews v2.1_final-B"
+
+
+def test_a_registered_model_name_mlflow_would_refuse_says_what_is_allowed(tmp_path: Path) -> None:
+    message = refused(tmp_path / "params.yaml", tiny_params(tracking={"registered_model": "team/model"}))
+    assert message == (
+        f"{tmp_path / 'params.yaml'}: tracking.registered_model: 'team/model' is not a registered model name: use up "
+        "to 256 letters, digits, spaces, '.', '_' or '-' (MLflow refuses '/' and ':'; quotes would break its search "
+        "filters)"
+    )
+
+
+def test_a_duplicate_after_a_merge_key_is_still_refused(tmp_path: Path) -> None:
+    text = yaml.safe_dump(tiny_params(), sort_keys=False).replace("train:\n", "train: &train\n", 1)
+    text += "other: {<<: *train, epochs: 3, epochs: 4}\n"
+    message = refused(tmp_path / "params.yaml", text)
+    assert message.endswith(f"duplicate key 'epochs' at line {text.count(chr(10))}: keep one of them")
+
+
+def test_a_duplicate_after_a_key_that_is_not_a_name_is_still_refused(tmp_path: Path) -> None:
+    message = refused(tmp_path / "params.yaml", "seed: 1\n? [a, list]\n: 1\nseed: 2\n")
+    assert message == f"{tmp_path / 'params.yaml'}: duplicate key 'seed' at line 4: keep one of them"
+
+
+def test_a_path_that_cannot_be_read_says_why(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("seed: 1\n")
+    with pytest.raises(ConfigError) as error:
+        load_params(tmp_path / "file" / "params.yaml")
+    assert str(error.value) == (
+        f"{tmp_path / 'file' / 'params.yaml'} cannot be read (Not a directory): check its permissions"
+    )
+
+
+def test_a_character_yaml_refuses_outright_is_invalid_yaml_without_a_line(tmp_path: Path) -> None:
+    """PyYAML's reader (control characters) gives no line, unlike its parser."""
+    message = refused(tmp_path / "params.yaml", "seed: 1\x07\n")
+    assert message == f"{tmp_path / 'params.yaml'} is not valid YAML: fix the syntax"
+
+
+def test_a_yaml_date_is_read_as_its_text(tmp_path: Path) -> None:
+    text = yaml.safe_dump(tiny_params(), sort_keys=False)
+    experiment = next(line for line in text.splitlines() if line.strip().startswith("experiment:"))
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace(experiment, "  experiment: 2026-11-29"))
+    assert load_params(path).tracking.experiment == "2026-11-29"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="known bug: an alias inside its own anchor reaches json.dumps ('Circular reference detected') "
+    "instead of a one-line ConfigError",
+)
+def test_an_alias_inside_its_own_anchor_is_one_line(tmp_path: Path) -> None:
+    assert refused(tmp_path / "params.yaml", "seed: &loop {again: *loop}\n")

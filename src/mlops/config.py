@@ -229,7 +229,7 @@ def _describe(error: ValidationError, path: Path) -> str:
         message = "missing (copy it from params.yaml in the template)"
     elif first["type"] == "value_error":
         message = str(first["ctx"]["error"])
-    elif "input" in first and first["type"] != "missing":
+    elif "input" in first:
         message = f"{message}, got {first['input']!r}"
     more = len(error.errors()) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
