@@ -273,7 +273,13 @@ def load_params(path: Path = DEFAULT_PARAMS) -> Params:
     raw = _read_mapping(path)
     try:
         # Through JSON so that strict mode still reads paths from strings; YAML dates and the like become text.
-        return Params.model_validate_json(json.dumps(raw, default=str), strict=True)
+        text = json.dumps(raw, default=str)
+    except ValueError:  # json's "Circular reference detected": an alias inside its own anchor
+        raise ConfigError(
+            f"{path}: an alias (*name) is used inside its own anchor (&name): write the value out"
+        ) from None
+    try:
+        return Params.model_validate_json(text, strict=True)
     except ValidationError as error:
         raise ConfigError(_describe(error, path)) from None
 
