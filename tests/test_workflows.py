@@ -37,6 +37,7 @@ import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -149,7 +150,28 @@ def test_only_pull_request_runs_are_cancelled_and_registry_jobs_are_never() -> N
     deploy = load("pipeline.yml")["jobs"]["deploy"]["concurrency"]
     rollback = load("rollback.yml")["jobs"]["rollback"]["concurrency"]
     assert deploy["cancel-in-progress"] is False and rollback["cancel-in-progress"] is False
-    assert deploy["group"] != rollback["group"], "a pending rollback would be replaced by a later push's deploy"
+    assert deploy["group"] == rollback["group"] == "registry", "a deploy and a rollback racing would lose a change"
+
+
+def test_rollback_works_on_the_carried_registry_with_only_the_permissions_it_needs() -> None:
+    workflow = load("rollback.yml")
+    assert set(triggers(workflow)) == {"workflow_dispatch"}
+    job = workflow["jobs"]["rollback"]
+    assert job["permissions"] == {"contents": "read", "actions": "read"}, "read the code and the last registry only"
+    assert job["environment"] == "production" and set(job["env"]) == REGISTRY_SECRETS
+    steps = {step.get("name", step.get("uses", "")): step for step in job["steps"]}
+    scripts = "\n".join(step.get("run", "") for step in job["steps"])
+    assert "MLFLOW_TRACKING_URI" not in scripts, "no step requires the team's server"
+    assert "python3 .github/scripts/last_registry.py" in scripts, "the registry is found as the deploy finds it"
+    restore, upload = steps["Restore the last registry"], steps["Upload the registry"]
+    assert restore["with"] == {
+        "name": "registry",
+        "run-id": "${{ steps.registry.outputs.run-id }}",
+        "github-token": "${{ github.token }}",
+    }
+    assert upload["with"]["name"] == "registry" and upload["with"]["path"].split() == ["mlflow.db", "mlartifacts/"]
+    carried = [steps["Find the registry to roll back"], restore, upload]
+    assert all(step["if"] == "env.MLFLOW_TRACKING_URI == ''" for step in carried), "with the secret, nothing is carried"
 
 
 def test_main_is_trained_once_and_deploy_gates_that_model() -> None:
@@ -255,11 +277,38 @@ def test_a_closed_or_moved_on_pull_request_gets_nothing_without_failing() -> Non
 # last_registry.py
 
 
-def test_the_registry_comes_from_the_last_push_to_main_of_this_repository_only() -> None:
-    def main_run(run_id: int, **changes: object) -> dict:
-        run = {"id": run_id, "event": "push", "head_branch": "main", "head_repository": {"full_name": REPOSITORY}}
-        return {**run, **changes}
+def runs_listing(workflow: str) -> str:
+    """The API path last_registry.py lists a registry-writing workflow's successful runs on main with."""
+    event = {"pipeline.yml": "push", "rollback.yml": "workflow_dispatch"}[workflow]
+    return f"repos/{REPOSITORY}/actions/workflows/{workflow}/runs?branch=main&event={event}&status=success&per_page=30"
 
+
+def finished(run_id: int) -> str:
+    """When a run finished, in the API's form: later for a larger run id, as in the tests' runs."""
+    return datetime.fromtimestamp(1_790_000_000 + run_id, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def main_run(run_id: int, event: str = "push", **changes: object) -> dict:
+    run = {
+        "id": run_id,
+        "event": event,
+        "head_branch": "main",
+        "head_repository": {"full_name": REPOSITORY},
+        "updated_at": finished(run_id),
+    }
+    return {**run, **changes}
+
+
+def registry_of(run_id: int) -> str:
+    """The API path listing a run's `registry` artifact."""
+    return f"repos/{REPOSITORY}/actions/runs/{run_id}/artifacts?name=registry"
+
+
+def registry_listing(artifact_id: int, expired: bool = False) -> dict:
+    return {"artifacts": [{"id": artifact_id, "name": "registry", "expired": expired}]}
+
+
+def test_the_registry_comes_from_the_last_push_to_main_of_this_repository_only() -> None:
     runs = [
         main_run(9),  # this run
         main_run(8, head_repository={"full_name": FORK}),
@@ -268,11 +317,10 @@ def test_the_registry_comes_from_the_last_push_to_main_of_this_repository_only()
         main_run(5),
     ]
     answers = {
-        f"repos/{REPOSITORY}/actions/workflows/pipeline.yml/runs?branch=main&event=push&status=success&per_page=30": {
-            "workflow_runs": runs
-        },
+        runs_listing("pipeline.yml"): {"workflow_runs": runs},
+        runs_listing("rollback.yml"): {"workflow_runs": []},
         f"repos/{REPOSITORY}/actions/runs/6/artifacts?name=registry": {"artifacts": []},
-        f"repos/{REPOSITORY}/actions/runs/5/artifacts?name=registry": {"artifacts": [{"id": 55, "expired": False}]},
+        f"repos/{REPOSITORY}/actions/runs/5/artifacts?name=registry": registry_listing(55),
         f"repos/{REPOSITORY}/releases?per_page=100": [],
     }
     assert last_registry.find(REPOSITORY, 9, answers.__getitem__) == {"run-id": "5", "artifact-id": "55"}
@@ -282,13 +330,36 @@ def test_the_registry_comes_from_the_last_push_to_main_of_this_repository_only()
     assert last_registry.find(REPOSITORY, 9, answers.__getitem__) == {"cold-start": "no earlier deploy kept a registry"}
 
 
+def test_a_rollback_on_main_that_finished_after_the_last_deploy_holds_the_registry() -> None:
+    rollbacks = [
+        main_run(14, "workflow_dispatch", head_branch="try-it"),  # not main: the deploys never carry it on
+        main_run(13, "workflow_dispatch", head_repository={"full_name": FORK}),
+        main_run(12, "push"),  # not a dispatch
+        main_run(11, "workflow_dispatch"),
+    ]
+    answers = {
+        runs_listing("pipeline.yml"): {"workflow_runs": [main_run(10), main_run(5)]},
+        runs_listing("rollback.yml"): {"workflow_runs": rollbacks},
+        **{registry_of(run): registry_listing(run * 11) for run in (5, 10, 11)},
+    }
+    assert last_registry.find(REPOSITORY, 15, answers.__getitem__) == {"run-id": "11", "artifact-id": "121"}
+    # A deploy re-run after the rollback finishes later, so its registry is the newest, whatever its run id.
+    answers[runs_listing("pipeline.yml")]["workflow_runs"][1]["updated_at"] = finished(16)
+    assert last_registry.find(REPOSITORY, 17, answers.__getitem__) == {"run-id": "5", "artifact-id": "55"}
+    # The current run is never its own source, and a broken list of rollbacks fails closed.
+    assert last_registry.find(REPOSITORY, 5, answers.__getitem__) == {"run-id": "11", "artifact-id": "121"}
+    answers[runs_listing("rollback.yml")] = {"message": "Not Found"}
+    with pytest.raises(last_registry.RestoreError, match=r"list of rollback\.yml runs is not what GitHub answers"):
+        last_registry.find(REPOSITORY, 15, answers.__getitem__)
+
+
 def test_a_cold_start_rebuilds_from_the_newest_published_model_release() -> None:
     def release(tag: str, created: str, **changes: object) -> dict:
         return {"tag_name": tag, "created_at": created, "draft": False, "prerelease": False, **changes}
 
-    listed = f"repos/{REPOSITORY}/actions/workflows/pipeline.yml/runs?branch=main&event=push&status=success&per_page=30"
     answers: dict[str, object] = {
-        listed: {"workflow_runs": []},
+        runs_listing("pipeline.yml"): {"workflow_runs": []},
+        runs_listing("rollback.yml"): {"workflow_runs": []},
         f"repos/{REPOSITORY}/releases?per_page=100": [
             release("v2.0.0", "2026-03-01T00:00:00Z"),  # the software's own release
             release("model-cccccccccccc", "2026-02-01T00:00:00Z", draft=True),
