@@ -172,7 +172,9 @@ def test_rollback_works_on_the_carried_registry_with_only_the_permissions_it_nee
         "github-token": "${{ github.token }}",
     }
     assert upload["with"]["name"] == "registry" and upload["with"]["path"].split() == ["mlflow.db", "mlartifacts/"]
-    carried = [steps["Find the registry to roll back"], restore, upload]
+    check = steps["Check the restored registry is still the latest"]
+    assert "last_registry.py" in check["run"] and job["steps"].index(check) == job["steps"].index(upload) - 1
+    carried = [steps["Find the registry to roll back"], restore, check, upload]
     assert all(step["if"] == "env.MLFLOW_TRACKING_URI == ''" for step in carried), "with the secret, nothing is carried"
 
 
