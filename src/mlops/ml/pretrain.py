@@ -43,6 +43,18 @@ def windows(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: in
     ]
 
 
+def length_batches(lengths: list[int], batch_size: int, generator: torch.Generator) -> list[list[int]]:
+    """Indices in batches of pieces of similar length (little padding) in random order: shuffled, sorted by
+    length within runs of 50 batches, cut into batches, and the batches shuffled."""
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    span = batch_size * 50
+    batches = []
+    for start in range(0, len(order), span):
+        run = sorted(order[start : start + span], key=lengths.__getitem__)
+        batches += [run[index : index + batch_size] for index in range(0, len(run), batch_size)]
+    return [batches[index] for index in torch.randperm(len(batches), generator=generator).tolist()]
+
+
 def _optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
     """AdamW that decays the weight matrices only, not biases and LayerNorm scales."""
     matrices = [parameter for parameter in model.parameters() if parameter.ndim >= 2]
@@ -61,18 +73,15 @@ def pretrain(texts: list[str], params: Params, output_dir: Path) -> list[dict[st
     pieces = windows(tokenizer, texts, params.model.max_length)
     if len(pieces) < settings.batch_size:
         raise PretrainingError(
-            f"pretrain.batch_size {settings.batch_size} is more than the {len(pieces)} pretraining texts: lower it"
+            f"pretrain.batch_size {settings.batch_size} is more than the {len(pieces)} pieces of pretraining text: "
+            "lower it"
         )
     model = BertForMaskedLM(model_lib.bert_config(params.model, tokenizer, settings.dropout))
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=settings.mask_probability)
-    loader = torch.utils.data.DataLoader(
-        [{"input_ids": ids} for ids in pieces],
-        batch_size=settings.batch_size,
-        shuffle=True,
-        collate_fn=collator,
-        generator=torch.Generator().manual_seed(params.seed),
-    )
-    steps = settings.epochs * len(loader)
+    examples = [{"input_ids": ids} for ids in pieces]
+    lengths = [len(ids) for ids in pieces]
+    shuffler = torch.Generator().manual_seed(params.seed)
+    steps = settings.epochs * math.ceil(len(pieces) / settings.batch_size)
     optimizer = _optimizer(model, settings.learning_rate, settings.weight_decay)
     schedule = get_linear_schedule_with_warmup(optimizer, math.ceil(settings.warmup_fraction * steps), steps)
     log.info("pretraining on %d texts (%d pieces) for %d steps", len(texts), len(pieces), steps)
@@ -81,7 +90,8 @@ def pretrain(texts: list[str], params: Params, output_dir: Path) -> list[dict[st
     model.train()
     for epoch in range(1, settings.epochs + 1):
         loss_sum, guessed = 0.0, 0
-        for batch in loader:
+        for indices in length_batches(lengths, settings.batch_size, shuffler):
+            batch = collator([examples[index] for index in indices])
             masked = batch["labels"] != -100
             if not masked.any():
                 continue
