@@ -99,7 +99,8 @@ def build(
         except (OSError, ValueError) as error:
             raise ModelError(
                 f"cannot load the pretrained model {params.pretrained!r} ({str(error).splitlines()[0]}): "
-                "point model.pretrained at a directory saved with save_pretrained"
+                "point model.pretrained at a directory saved with save_pretrained "
+                "(the pretrain stage's: `dvc pull pretrain`, or `dvc repro pretrain` to pretrain it here)"
             ) from None
         return tokenizer, model
 
