@@ -41,8 +41,9 @@ lock: $(BIN)/uv
 	$(BIN)/uv pip compile --quiet requirements.in --output-file requirements.txt $(LOCK_FLAGS)
 	@! grep -q '^nvidia' requirements.txt || { echo "CUDA libraries in the lock: make the torch version in pyproject.toml's [tool.uv] metadata match requirements.in"; exit 1; }
 
+# The pretrained encoder comes from the in-repo remote too, so `dvc repro` fine-tunes without pretraining again.
 run: install
-	$(BIN)/dvc pull data.dvc
+	$(BIN)/dvc pull data.dvc pretrain
 	$(BIN)/dvc repro
 	$(BIN)/dvc metrics show
 

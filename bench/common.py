@@ -68,13 +68,13 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
 @contextlib.contextmanager
 def training_project(prefix: str, args: argparse.Namespace) -> Iterator[tuple[Path, dict]]:
-    """A scratch copy of the repository with the data pulled, and its params sized by --max-rows and --epochs
-    (the caller writes them back after its own changes)."""
+    """A scratch copy of the repository with the data and the pretrained encoder pulled, and its params sized by
+    --max-rows and --epochs (the caller writes them back after its own changes)."""
     with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
         project = Path(scratch)
         copy_repository(project)
         sh("git", "init", "-q", "-b", "main", cwd=project)
-        sh("dvc", "pull", "-q", "data.dvc", cwd=project)
+        sh("dvc", "pull", "-q", "data.dvc", "pretrain", cwd=project)
         params = yaml.safe_load((project / "params.yaml").read_text())
         params["data"]["max_rows"] = args.max_rows
         params["train"]["epochs"] = args.epochs or params["train"]["epochs"]

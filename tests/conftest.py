@@ -39,7 +39,16 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 TINY = {
     "data": {"max_rows": 600},
-    "model": {"vocab_size": 400, "max_length": 32, "hidden_size": 32, "num_heads": 2, "intermediate_size": 64},
+    # Trained from scratch unless a test says otherwise: the pretrain stage still runs, on tiny settings.
+    "model": {
+        "pretrained": None,
+        "vocab_size": 400,
+        "max_length": 32,
+        "hidden_size": 32,
+        "num_heads": 2,
+        "intermediate_size": 64,
+    },
+    "pretrain": {"epochs": 1, "batch_size": 32},
     "train": {"epochs": 2, "batch_size": 32, "progress_bar": False},
     # A tiny model may learn nothing: the tests of the machinery still run it through, warned.
     "evaluate": {"latency_requests": 20, "fail_without_skill": False},

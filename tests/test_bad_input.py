@@ -129,7 +129,7 @@ def params_without(section: str) -> str:
     [
         ("", "params.yaml is empty", "are missing from 'params.yaml'"),
         ("- seed\n", "params.yaml must be a mapping of sections, got a list", "expected a dictionary, got 'list'"),
-        (params_without("model"), "params.yaml: model: missing", "Parameters 'model' are missing"),
+        (params_without("model"), "params.yaml: model: missing", "Parameters 'model."),  # pretrain's model.* first
         (params_text() + "seed: 7\n", "params.yaml: duplicate key 'seed' at line", 'found duplicate key "seed"'),
         (params_text().encode().replace(b"seed: 42", b"seed: 42 # \xe9"), "params.yaml line 1 has a byte", "utf-8"),
     ],

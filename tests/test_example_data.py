@@ -9,7 +9,7 @@ import pytest
 
 from conftest import REPO_ROOT
 from mlops.config import load_params
-from mlops.ml.data import load_dataset, split_dataset
+from mlops.ml.data import load_dataset, pretraining_texts, split_dataset
 from needs import need, not_applicable
 
 EXAMPLE_PATH = "data/rotten_tomatoes_corpus_full.csv.bz2"
@@ -51,3 +51,16 @@ def test_splits_are_deterministic(real_data: pd.DataFrame) -> None:
     for (_, a), (_, b) in zip(first.items(), second.items(), strict=True):
         pd.testing.assert_frame_equal(a, b)
     assert not split_dataset(real_data, PARAMS.data, 7).test.equals(first.test)
+
+
+def test_pretraining_reads_no_review_nor_synopsis_of_a_held_out_movie(real_data: pd.DataFrame) -> None:
+    data = PARAMS.data.model_copy(update={"path": REPO_ROOT / EXAMPLE_PATH, "max_rows": None})
+    splits = split_dataset(real_data, data, seed=42)
+    texts = set(pretraining_texts(data, splits))
+    assert not texts & (set(splits.validation["text"]) | set(splits.test["text"]))
+    raw = pd.read_csv(REPO_ROOT / EXAMPLE_PATH, dtype=str, keep_default_na=False)
+    synopses = raw[raw["category"] == "plot"]
+    held_out = set(splits.validation["group"]) | set(splits.test["group"])
+    assert synopses["movie_name"].isin(held_out).any(), "some synopses are of held-out movies"
+    assert not set(synopses.loc[synopses["movie_name"].isin(held_out), "text"].str.strip()) & texts
+    assert len(texts) > len(splits.train) + 0.8 * len(synopses)

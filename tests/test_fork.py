@@ -175,7 +175,7 @@ def test_the_server_answers_with_the_forks_labels(
 def test_the_example_data_tests_skip_saying_the_data_changed(fork: tuple[Path, dict]) -> None:
     project, env = fork
     result = run(["python", "-m", "pytest", "-q", "-rs", "tests/test_example_data.py"], project, env=env)
-    assert "3 skipped" in result.stdout
+    assert "4 skipped" in result.stdout
     assert "params.yaml data.path is data/chat_lines.csv, not the example's" in result.stdout
 
 

@@ -35,6 +35,14 @@ def _stages(settings: Params) -> ModuleType:
 
 
 @app.command()
+def pretrain(params: ParamsOption = DEFAULT_PARAMS) -> None:
+    """Pretrain the tokenizer and encoder on the unlabelled texts into pretrained/ (DVC stage `pretrain`)."""
+    settings = load_params(params)
+    history = _stages(settings).pretrain(settings)
+    typer.echo(f"pretrained/ saved: masked-word loss {history[-1]['train_loss']:.4f} after {len(history)} epochs")
+
+
+@app.command()
 def train(params: ParamsOption = DEFAULT_PARAMS) -> None:
     """Train the model on the train split and track the run in MLflow (DVC stage `train`)."""
     settings = load_params(params)

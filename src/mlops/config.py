@@ -102,6 +102,18 @@ class TrainParams(Section):
     gradient_accumulation_steps: Annotated[int, Field(gt=0, le=1024)] = 1
 
 
+class PretrainParams(Section):
+    """Masked-language-model pretraining of model's encoder on unlabelled text (the `pretrain` stage)."""
+
+    epochs: Annotated[int, Field(gt=0, le=1000)]
+    batch_size: Annotated[int, Field(gt=0, le=4096)]
+    learning_rate: Annotated[float, Field(gt=0, le=1)]
+    weight_decay: Annotated[float, Field(ge=0, le=1)]
+    warmup_fraction: Share
+    mask_probability: Annotated[float, Field(gt=0, lt=1)]  # of the tokens, the share the model must guess
+    dropout: Share
+
+
 class EvaluateParams(Section):
     latency_requests: Annotated[int, Field(gt=0, le=100_000)]
     fail_without_skill: bool  # false: only warn when the model predicts one label or does not beat the majority rate
@@ -176,6 +188,7 @@ class Params(Section):
     reproducibility: ReproducibilityParams
     data: DataParams
     model: ModelParams
+    pretrain: PretrainParams
     train: TrainParams
     evaluate: EvaluateParams
     tracking: TrackingParams

@@ -9,6 +9,9 @@ PARAMS_FILE = Path("params.yaml")
 LOCK_FILE = Path("dvc.lock")
 DATA_DVC_FILE = Path("data.dvc")
 
+PRETRAINED_DIR = Path("pretrained")
+PRETRAINED_HISTORY_FILE = PRETRAINED_DIR / "history.json"
+
 MODELS_DIR = Path("models")
 MODEL_DIR = MODELS_DIR / "model"
 HISTORY_FILE = MODELS_DIR / "history.json"

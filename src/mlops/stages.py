@@ -19,8 +19,9 @@ from mlops.contract import Classifier
 from mlops.datacheck import check_data
 from mlops.dotted import numeric_leaves
 from mlops.ml import evaluate as evaluate_lib
+from mlops.ml import pretrain as pretrain_lib
 from mlops.ml import train as train_lib
-from mlops.ml.data import DataError, describe, encode_labels, load_splits
+from mlops.ml.data import DataError, describe, encode_labels, load_splits, pretraining_texts
 from mlops.ml.model import LABEL_SHARE_FILE, load_classifier
 from mlops.paths import (
     EVALUATE_DIR,
@@ -30,6 +31,8 @@ from mlops.paths import (
     MODELS_DIR,
     PLOTS_DIR,
     PREDICTIONS_FILE,
+    PRETRAINED_DIR,
+    PRETRAINED_HISTORY_FILE,
     RUN_FILE,
 )
 
@@ -54,6 +57,20 @@ def _write_json(path: Path, payload: object) -> None:
 def _is_main_process() -> bool:
     """False in every process but rank 0 of a `torchrun` launch (the Trainer has joined the process group)."""
     return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+
+
+def pretrain(params: Params) -> list[dict[str, float]]:
+    """Pretrain the tokenizer and encoder on the unlabelled texts (never a validation or test row) into
+    pretrained/, and return the loss per epoch."""
+    check_data(params.data.path)
+    texts = pretraining_texts(params.data, load_splits(params.data, params.seed))
+    with tempfile.TemporaryDirectory(prefix=".pretrained-", dir=".") as staging:
+        staged = Path(staging) / PRETRAINED_DIR.name
+        history = pretrain_lib.pretrain(texts, params, staged)
+        _write_json(staged / PRETRAINED_HISTORY_FILE.name, history)
+        _replace_dir(staged, PRETRAINED_DIR)
+    log.info("saved the pretrained encoder and tokenizer in %s (%d texts)", PRETRAINED_DIR, len(texts))
+    return history
 
 
 def train(params: Params) -> tracking.RunInfo | None:

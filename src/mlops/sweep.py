@@ -38,6 +38,7 @@ from mlops.paths import (
     MODELS_DIR,
     PARAMS_FILE,
     PREDICTIONS_FILE,
+    PRETRAINED_DIR,
     RUN_FILE,
     SWEEP_FILE,
     SWEEP_RESULTS,
@@ -231,9 +232,10 @@ def best_trial(trials: list[Trial], goal: str) -> Trial | None:
 
 
 class _Workspace:
-    """A copy of what a sweep changes (params, lock, models, evaluate), put back when no trial wins."""
+    """A copy of what a sweep changes (params, lock, pretrained encoder, models, evaluate), put back when no trial
+    wins."""
 
-    PATHS = (PARAMS_FILE, LOCK_FILE, MODELS_DIR, EVALUATE_DIR)
+    PATHS = (PARAMS_FILE, LOCK_FILE, PRETRAINED_DIR, MODELS_DIR, EVALUATE_DIR)
 
     def __init__(self, folder: Path):
         self.folder = folder

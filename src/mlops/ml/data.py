@@ -34,8 +34,8 @@ class Splits:
         return [("train", self.train), ("validation", self.validation), ("test", self.test)]
 
 
-def load_dataset(params: DataParams) -> pd.DataFrame:
-    """Read the raw file and return clean, validated rows with the columns COLUMNS."""
+def _read(params: DataParams) -> pd.DataFrame:
+    """The raw file's rows, every label, with the columns COLUMNS (``group`` empty without data.group_column)."""
     path = params.path
     if not path.exists():
         raise DataError(f"{path} not found: run `dvc pull` to fetch the data, or fix data.path in params.yaml")
@@ -72,9 +72,15 @@ def load_dataset(params: DataParams) -> pd.DataFrame:
     frame = raw[list(wanted.values())].set_axis(list(wanted), axis=1)
     if params.group_column is None:
         frame = frame.assign(group="")
-    frame = frame[~frame["label"].isin(params.ignore_labels)]
     frame = frame.assign(text=frame["text"].str.strip())
-    frame = frame[frame["text"] != ""]
+    return frame[frame["text"] != ""]
+
+
+def load_dataset(params: DataParams) -> pd.DataFrame:
+    """Read the raw file and return clean, validated rows with the columns COLUMNS."""
+    path = params.path
+    frame = _read(params)
+    frame = frame[~frame["label"].isin(params.ignore_labels)]
 
     unknown = sorted(set(frame["label"]) - set(params.labels))
     if unknown:
@@ -161,6 +167,24 @@ def split_dataset(frame: pd.DataFrame, params: DataParams, seed: int) -> Splits:
 
 def load_splits(params: DataParams, seed: int) -> Splits:
     return split_dataset(load_dataset(params), params, seed)
+
+
+def pretraining_texts(params: DataParams, splits: Splits) -> list[str]:
+    """The unlabelled text a model may learn the language from: the training split's texts and the rows of
+    data.ignore_labels (here plot synopses), but nothing of a group in the validation or test split.
+
+    With data.max_rows, the ignored rows are subsampled in the same proportion as the labelled ones.
+    """
+    rows = _read(params)
+    is_ignored = rows["label"].isin(params.ignore_labels)
+    ignored = rows[is_ignored].drop_duplicates("text", ignore_index=True)
+    if params.max_rows is not None:
+        share = min(1.0, params.max_rows / max(1, int((~is_ignored).sum())))
+        ignored = ignored.sample(frac=share, random_state=0).sort_index(ignore_index=True)
+    held_out = pd.concat([splits.validation, splits.test])
+    held_out_groups, held_out_texts = set(held_out["group"]), set(held_out["text"])
+    kept = ignored[~ignored["group"].isin(held_out_groups) & ~ignored["text"].isin(held_out_texts)]
+    return splits.train["text"].tolist() + kept["text"].tolist()
 
 
 def encode_labels(labels: pd.Series, names: list[str]) -> np.ndarray:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
+    AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     BertConfig,
@@ -82,37 +83,47 @@ def build(
     if params.pretrained:
         try:
             tokenizer = AutoTokenizer.from_pretrained(params.pretrained)
+            config = AutoConfig.from_pretrained(
+                params.pretrained, num_labels=len(labels), id2label=id2label, label2id=label2id
+            )
+            # Fine-tuning's dropout, not the checkpoint's, where the architecture has BERT's names for it.
+            dropouts = {
+                "hidden_dropout_prob": params.dropout,
+                "attention_probs_dropout_prob": params.dropout,
+                "classifier_dropout": params.classifier_dropout,
+            }
+            config.update({name: value for name, value in dropouts.items() if hasattr(config, name)})
             model = AutoModelForSequenceClassification.from_pretrained(
-                params.pretrained,
-                num_labels=len(labels),
-                id2label=id2label,
-                label2id=label2id,
-                ignore_mismatched_sizes=True,
+                params.pretrained, config=config, ignore_mismatched_sizes=True
             )
         except (OSError, ValueError) as error:
             raise ModelError(
                 f"cannot load the pretrained model {params.pretrained!r} ({str(error).splitlines()[0]}): "
-                "point model.pretrained at a directory saved with save_pretrained"
+                "point model.pretrained at a directory saved with save_pretrained "
+                "(the pretrain stage's: `dvc pull pretrain`, or `dvc repro pretrain` to pretrain it here)"
             ) from None
         return tokenizer, model
 
     tokenizer = train_tokenizer(train_texts, params)
-    config = BertConfig(
+    config = bert_config(params, tokenizer, params.dropout)
+    config.update({"num_labels": len(labels), "id2label": id2label, "label2id": label2id})
+    return tokenizer, BertForSequenceClassification(config)
+
+
+def bert_config(params: ModelParams, tokenizer: PreTrainedTokenizerBase, dropout: float) -> BertConfig:
+    """The encoder's shape from model params, for a classifier or for pretraining."""
+    return BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=params.hidden_size,
         num_hidden_layers=params.num_layers,
         num_attention_heads=params.num_heads,
         intermediate_size=params.intermediate_size,
         max_position_embeddings=params.max_length,
-        hidden_dropout_prob=params.dropout,
-        attention_probs_dropout_prob=params.dropout,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
         classifier_dropout=params.classifier_dropout,
         pad_token_id=tokenizer.pad_token_id,
-        num_labels=len(labels),
-        id2label=id2label,
-        label2id=label2id,
     )
-    return tokenizer, BertForSequenceClassification(config)
 
 
 def load_classifier(directory: Path | str) -> Classifier:

@@ -69,7 +69,7 @@ def _device(settings: TrainParams) -> str:
         # Half precision is a GPU feature (slow or missing on most CPUs), and autocast on CPU would undo the
         # pinned kernels' repeatable weights.
         raise TrainingSetupError(
-            f'train.mixed_precision {settings.mixed_precision} needs a CUDA GPU: set it to none to train on CPU'
+            f"train.mixed_precision {settings.mixed_precision} needs a CUDA GPU: set it to none to train on CPU"
         )
     return device
 
