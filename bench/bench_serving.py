@@ -8,7 +8,7 @@ The run's model is registered in a throwaway copy of the sqlite tracking store (
 registry is left alone), and both servers load it from there as models:/NAME@champion. Each is driven by
 `wrk` (a C load generator that barely loads the CPU; Debian package wrk) and by closed-loop async Python
 clients, one sentence per request. The same run measures the model's batched ceiling: the model alone
-scoring batches of serving.max_batch_size on as many threads as `mlops serve` uses. `--overload` sends
+scoring batches of serving.max_batch_size on one thread per core the server may use. `--overload` sends
 that many connections to `mlops serve` and reports the p99 of the requests it admitted (the others get
 503 beyond serving.max_queued_texts). Prints markdown tables and the ratios. Timings only mean something
 on an otherwise idle machine: the bench prints the load average before and after.
@@ -181,6 +181,7 @@ def wrk(target: Target, connections: int, duration: float, warmup: float, workdi
     if round(warmup):  # wrk takes whole seconds
         subprocess.run(["wrk", "-t", threads, "-c", str(connections), "-d", f"{round(warmup)}s", "-s", script, url],
                        capture_output=True, check=True)  # fmt: skip
+        time.sleep(1)  # the server still answers the warm-up's last requests after wrk has closed their connections
     output = subprocess.run(
         [
             "wrk",
@@ -299,7 +300,7 @@ def main() -> None:
         env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"  # mlflow models serve starts `uvicorn` from PATH
         env.update(HF_HUB_OFFLINE="1", MLFLOW_DISABLE_TELEMETRY="true", TOKENIZERS_PARALLELISM="false")
         print(f"load average before: {load_average()} ({os.cpu_count()} cores)")
-        threads = params["serving"].get("inference_threads") or len(os.sched_getaffinity(0))
+        threads = len(os.sched_getaffinity(0))  # the ceiling uses every core the server may use
         ceiling = model_ceiling(env, threads, params["serving"]["max_batch_size"], args.duration)
         ours_port, theirs_port = free_port(), free_port()
         servers = [

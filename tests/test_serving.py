@@ -23,7 +23,7 @@ from conftest import tiny_params
 from mlops.config import Params
 from mlops.serving.app import RecentPredictions, build_server, create_app
 from mlops.serving.batcher import Batcher
-from mlops.serving.models import ModelSource, ServingError
+from mlops.serving.models import ModelSource, ServingError, inference_threads
 from mlops.serving.router import bucket, route
 from monitoring_stack import sample
 from serving_helpers import broken_copy
@@ -117,6 +117,16 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_rows() -> None:
     assert results[0].tolist() == [[1, 0]]
     for size, rows in enumerate(results[1:], start=1):
         assert rows.tolist() == [[size, 0], [size, 0]]
+
+
+@pytest.mark.parametrize(("cores", "expected"), [({0}, 1), ({0, 1}, 1), ({0, 1, 2, 3}, 3)])
+def test_inference_threads_default_to_one_per_core_but_the_event_loops(
+    cores: set[int], expected: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: cores)
+    settings = Params.model_validate(tiny_params()).serving
+    assert settings.inference_threads is None and inference_threads(settings) == expected
+    assert inference_threads(settings.model_copy(update={"inference_threads": 4})) == 4
 
 
 def test_with_two_inference_threads_a_second_batch_runs_while_the_first_is_scored() -> None:
