@@ -87,13 +87,18 @@ class ModelParams(Section):
         return self
 
 
-class TrainParams(Section):
+class OptimiserParams(Section):
+    """What training and pretraining share: how long, in what batches, at what learning rate."""
+
     # A run of more epochs would not end in any useful time on the CPUs this template targets.
     epochs: Annotated[int, Field(gt=0, le=1000)]
     batch_size: Annotated[int, Field(gt=0, le=4096)]
     learning_rate: Annotated[float, Field(gt=0, le=1)]
     weight_decay: Annotated[float, Field(ge=0, le=1)]
     warmup_fraction: Share
+
+
+class TrainParams(OptimiserParams):
     label_smoothing: Share
     progress_bar: bool
     # A GPU run: where to train, in what precision, and how many micro-batches make one optimiser step.
@@ -102,14 +107,9 @@ class TrainParams(Section):
     gradient_accumulation_steps: Annotated[int, Field(gt=0, le=1024)] = 1
 
 
-class PretrainParams(Section):
+class PretrainParams(OptimiserParams):
     """Masked-language-model pretraining of model's encoder on unlabelled text (the `pretrain` stage)."""
 
-    epochs: Annotated[int, Field(gt=0, le=1000)]
-    batch_size: Annotated[int, Field(gt=0, le=4096)]
-    learning_rate: Annotated[float, Field(gt=0, le=1)]
-    weight_decay: Annotated[float, Field(ge=0, le=1)]
-    warmup_fraction: Share
     mask_probability: Annotated[float, Field(gt=0, lt=1)]  # of the tokens, the share the model must guess
     dropout: Share
 
