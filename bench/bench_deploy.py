@@ -53,7 +53,7 @@ from mlops.ml.data import load_splits
 from mlops.ml.model import LABEL_SHARE_FILE, build
 
 params = load_params()
-splits = load_splits(params.data, params.seed)
+splits = load_splits(params.data)
 tokenizer, model = build(params.model, params.data.labels, splits.train["text"].tolist())
 paths.MODEL_DIR.mkdir(parents=True, exist_ok=True)
 tokenizer.save_pretrained(paths.MODEL_DIR)

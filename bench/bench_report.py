@@ -40,7 +40,7 @@ def write_outputs(project: Path, seed: int) -> None:
     cwd = Path.cwd()
     os.chdir(project)
     try:
-        splits = load_splits(params.data, params.seed)
+        splits = load_splits(params.data)
     finally:
         os.chdir(cwd)
     labels = params.data.labels

@@ -36,7 +36,7 @@ def scored(seed: int, keep: Path | None) -> tuple[np.ndarray, np.ndarray]:
     """(test labels, test probabilities) of the default model trained with ``seed``, the split fixed."""
     params = load_params(REPO_ROOT / "params.yaml")
     os.chdir(REPO_ROOT)
-    splits = load_splits(params.data, params.seed)
+    splits = load_splits(params.data)
     y_true = encode_labels(splits.test["label"], params.data.labels)
     saved = keep / f"seed-{seed}.npy" if keep else None
     if saved is not None and saved.is_file():

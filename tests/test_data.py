@@ -22,6 +22,7 @@ OWN_DATA = {
     "ignore_labels": ["spam"],
     "test_size": 0.2,
     "validation_size": 0.1,
+    "split_seed": 1,
     "max_rows": None,
 }
 
@@ -46,7 +47,7 @@ def posts(threads: int = 30, per_thread: int = 4) -> list[dict]:
 
 
 def test_describe_counts_rows_and_labels(tmp_path: Path) -> None:
-    splits = load_splits(data_params(write_csv(tmp_path, posts())), seed=1)
+    splits = load_splits(data_params(write_csv(tmp_path, posts())))
     counts = describe(splits, LABELS)
     assert sum(split["rows"] for split in counts.values()) == 120
     assert all(split["rows"] == sum(split[label] for label in LABELS) for split in counts.values())
@@ -101,26 +102,26 @@ def test_a_corrupt_file_is_refused(tmp_path: Path) -> None:
 def test_splits_share_no_group_cover_every_row_and_hold_every_label(tmp_path: Path) -> None:
     params = data_params(write_csv(tmp_path, posts(threads=60)))
     frame = load_dataset(params)
-    splits = split_dataset(frame, params, seed=42)
+    splits = split_dataset(frame, params)
     groups = [set(split["group"]) for _, split in splits.items()]
     assert not groups[0] & groups[1] and not groups[0] & groups[2] and not groups[1] & groups[2]
     assert sum(len(split) for _, split in splits.items()) == len(frame)
     assert all(set(split["label"]) == set(LABELS) for _, split in splits.items())
 
 
-def test_splits_are_deterministic_and_change_with_the_seed(tmp_path: Path) -> None:
+def test_splits_are_deterministic_and_change_with_the_split_seed(tmp_path: Path) -> None:
     params = data_params(write_csv(tmp_path, posts(threads=60)))
     frame = load_dataset(params)
-    first, second = split_dataset(frame, params, 42), split_dataset(frame, params, 42)
+    first, second = split_dataset(frame, params), split_dataset(frame, params)
     for (_, a), (_, b) in zip(first.items(), second.items(), strict=True):
         pd.testing.assert_frame_equal(a, b)
-    assert not split_dataset(frame, params, 7).test.equals(first.test)
+    assert not split_dataset(frame, params.model_copy(update={"split_seed": 7})).test.equals(first.test)
 
 
 def test_without_a_group_column_the_split_is_by_row_and_stratified(tmp_path: Path) -> None:
     rows = [{"topic": LABELS[index % 3], "body": f"post {index}", "thread": "one thread"} for index in range(150)]
     params = data_params(write_csv(tmp_path, rows), group_column=None)
-    splits = load_splits(params, seed=1)
+    splits = load_splits(params)
     assert [len(split) for _, split in splits.items()] == [105, 15, 30]
     for _, split in splits.items():
         assert split["label"].value_counts().to_dict() == {label: len(split) // 3 for label in LABELS}
@@ -128,12 +129,12 @@ def test_without_a_group_column_the_split_is_by_row_and_stratified(tmp_path: Pat
 
 def test_without_a_group_column_the_column_may_be_absent(tmp_path: Path) -> None:
     rows = [{"topic": LABELS[index % 3], "body": f"post {index}"} for index in range(60)]
-    assert len(load_splits(data_params(write_csv(tmp_path, rows), group_column=None), seed=1).test) == 12
+    assert len(load_splits(data_params(write_csv(tmp_path, rows), group_column=None)).test) == 12
 
 
 def test_too_few_groups_names_the_group_column_the_sizes_the_counts_and_the_fix(tmp_path: Path) -> None:
     with pytest.raises(DataError) as error:
-        load_splits(data_params(write_csv(tmp_path, posts(threads=3))), seed=1)
+        load_splits(data_params(write_csv(tmp_path, posts(threads=3))))
     message = str(error.value)
     assert "the test split (data.test_size 0.2, data.validation_size 0.1) needs at least 5 groups" in message
     assert "data.group_column 'thread'" in message and "(per label: birds 1, cats 1, dogs 1)" in message
@@ -144,7 +145,7 @@ def test_a_label_with_too_few_groups_for_every_split_is_named_with_the_counts(tm
     rows = [*posts(threads=30), *({"topic": "birds", "body": f"rare {n}", "thread": "rare"} for n in range(2))]
     rows = [row for row in rows if row["topic"] != "birds" or row["thread"] in {"rare", "t2"}]
     with pytest.raises(DataError) as error:
-        load_splits(data_params(write_csv(tmp_path, rows)), seed=1)
+        load_splits(data_params(write_csv(tmp_path, rows)))
     message = str(error.value)
     assert "has no rows labelled 'birds'" in message
     assert "birds 2, cats 10, dogs 10" in message and "data.group_column 'thread'" in message

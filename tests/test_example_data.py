@@ -36,7 +36,7 @@ def test_the_real_data_is_cleaned(real_data: pd.DataFrame) -> None:
 
 
 def test_splits_share_no_movie_and_keep_the_label_balance(real_data: pd.DataFrame) -> None:
-    splits = split_dataset(real_data, PARAMS.data, seed=42)
+    splits = split_dataset(real_data, PARAMS.data)
     groups = [set(split["group"]) for _, split in splits.items()]
     assert not groups[0] & groups[1] and not groups[0] & groups[2] and not groups[1] & groups[2]
     assert sum(len(split) for _, split in splits.items()) == len(real_data)
@@ -47,15 +47,16 @@ def test_splits_share_no_movie_and_keep_the_label_balance(real_data: pd.DataFram
 
 
 def test_splits_are_deterministic(real_data: pd.DataFrame) -> None:
-    first, second = split_dataset(real_data, PARAMS.data, 42), split_dataset(real_data, PARAMS.data, 42)
+    first, second = split_dataset(real_data, PARAMS.data), split_dataset(real_data, PARAMS.data)
     for (_, a), (_, b) in zip(first.items(), second.items(), strict=True):
         pd.testing.assert_frame_equal(a, b)
-    assert not split_dataset(real_data, PARAMS.data, 7).test.equals(first.test)
+    other_seed = PARAMS.data.model_copy(update={"split_seed": 7})
+    assert not split_dataset(real_data, other_seed).test.equals(first.test)
 
 
 def test_pretraining_reads_no_review_nor_synopsis_of_a_held_out_movie(real_data: pd.DataFrame) -> None:
     data = PARAMS.data.model_copy(update={"path": REPO_ROOT / EXAMPLE_PATH, "max_rows": None})
-    splits = split_dataset(real_data, data, seed=42)
+    splits = split_dataset(real_data, data)
     texts = set(pretraining_texts(data, splits))
     assert not texts & (set(splits.validation["text"]) | set(splits.test["text"]))
     raw = pd.read_csv(REPO_ROOT / EXAMPLE_PATH, dtype=str, keep_default_na=False)

@@ -80,7 +80,7 @@ def params(tmp_path_factory: pytest.TempPathFactory) -> Params:
 
 
 def test_training_is_deterministic_and_keeps_the_best_epoch(params: Params, tmp_path: Path) -> None:
-    splits = load_splits(params.data, params.seed)
+    splits = load_splits(params.data)
     first = train_lib.train(splits, params, tmp_path / "first")
     second = train_lib.train(splits, params, tmp_path / "second")
     assert first == second
@@ -100,7 +100,7 @@ def test_training_is_deterministic_and_keeps_the_best_epoch(params: Params, tmp_
 
 
 def test_batched_and_single_predictions_agree(params: Params, tmp_path: Path) -> None:
-    splits = load_splits(params.data, params.seed)
+    splits = load_splits(params.data)
     train_lib.train(
         splits, params.model_copy(update={"train": params.train.model_copy(update={"epochs": 1})}), tmp_path
     )

@@ -121,6 +121,17 @@ def test_changing_only_evaluation_params_reruns_only_evaluate(pipeline_project: 
     assert "Running stage 'evaluate'" in output
 
 
+def test_a_new_training_seed_is_scored_on_the_same_test_rows(pipeline_project: Path, tmp_path: Path) -> None:
+    """The split has its own seed (data.split_seed), so the report pairs a reseeded model with main's."""
+    project = Path(shutil.copytree(pipeline_project, tmp_path / "project", symlinks=True))
+    before = pd.read_csv(project / "evaluate" / "predictions.csv")
+    write_params(project, tiny_params(seed=7))
+    run(["dvc", "repro"], project)
+    after = pd.read_csv(project / "evaluate" / "predictions.csv")
+    assert sorted(after["row"]) == sorted(before["row"])
+    assert not after["p_" + LABELS[0]].equals(before["p_" + LABELS[0]])  # the model did change
+
+
 def test_bad_params_stop_the_stage_with_one_line_and_touch_nothing(pipeline_project: Path, tmp_path: Path) -> None:
     project = Path(shutil.copytree(pipeline_project, tmp_path / "project", symlinks=True))
     write_params(project, tiny_params(train={"epochs": -1}))

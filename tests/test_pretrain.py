@@ -39,7 +39,7 @@ def own_data(tmp_path: Path, **changes: object) -> DataParams:
 
 def test_pretraining_reads_the_training_rows_and_unlabelled_ones_never_a_held_out_row_or_group(tmp_path: Path) -> None:
     params = own_data(tmp_path, max_rows=None)
-    splits = load_splits(params, seed=42)
+    splits = load_splits(params)
     texts = pretraining_texts(params, splits)
     assert not set(texts) & (set(splits.validation["text"]) | set(splits.test["text"]))
     held_out_threads = set(splits.validation["group"]) | set(splits.test["group"])
@@ -50,7 +50,7 @@ def test_pretraining_reads_the_training_rows_and_unlabelled_ones_never_a_held_ou
 
 def test_a_subsample_takes_the_unlabelled_rows_in_the_same_proportion(tmp_path: Path) -> None:
     params = own_data(tmp_path, max_rows=80)  # half the 160 labelled rows
-    splits = load_splits(params, seed=42)
+    splits = load_splits(params)
     notes = [text for text in pretraining_texts(params, splits) if text.startswith("notes")]
     assert 0 < len(notes) <= 21
 

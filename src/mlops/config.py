@@ -24,6 +24,7 @@ DEFAULT_PARAMS = Path("params.yaml")
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 Share = Annotated[float, Field(ge=0, le=1)]
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # numpy's seed range
 PositiveInt = Annotated[int, Field(gt=0)]
 Name = Annotated[str, Field(min_length=1, pattern=r"\S")]
 
@@ -57,6 +58,8 @@ class DataParams(Section):
     ignore_labels: list[Name]
     test_size: Fraction
     validation_size: Fraction
+    # Its own seed, not the training seed: a change of seed alone is then compared on the same test rows (paired).
+    split_seed: Seed
     max_rows: PositiveInt | None
 
     @model_validator(mode="after")
@@ -183,7 +186,7 @@ class CanaryParams(Section):
 
 
 class Params(Section):
-    seed: Annotated[int, Field(ge=0, le=2**32 - 1)]  # numpy's seed range
+    seed: Seed
     threads: PositiveInt
     reproducibility: ReproducibilityParams
     data: DataParams

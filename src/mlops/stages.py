@@ -63,7 +63,7 @@ def pretrain(params: Params) -> list[dict[str, float]]:
     """Pretrain the tokenizer and encoder on the unlabelled texts (never a validation or test row) into
     pretrained/, and return the loss per epoch."""
     check_data(params.data.path)
-    texts = pretraining_texts(params.data, load_splits(params.data, params.seed))
+    texts = pretraining_texts(params.data, load_splits(params.data))
     with tempfile.TemporaryDirectory(prefix=".pretrained-", dir=".") as staging:
         staged = Path(staging) / PRETRAINED_DIR.name
         history = pretrain_lib.pretrain(texts, params, staged)
@@ -77,7 +77,7 @@ def train(params: Params) -> tracking.RunInfo | None:
     """Train, save models/ and track the run; under `torchrun` every process trains and only rank 0 writes and
     logs, the others return None."""
     check_data(params.data.path)
-    splits = load_splits(params.data, params.seed)
+    splits = load_splits(params.data)
     if params.train.batch_size > len(splits.train):
         raise DataError(
             f"train.batch_size {params.train.batch_size} is more than the {len(splits.train)} training rows: lower it"
@@ -110,7 +110,7 @@ def evaluate(params: Params) -> dict:
     torch.set_num_threads(params.threads)
     labels = params.data.labels
     check_data(params.data.path)
-    splits = load_splits(params.data, params.seed)
+    splits = load_splits(params.data)
     classifier = load_classifier(MODEL_DIR)
     texts = splits.test["text"].tolist()
     y_true = encode_labels(splits.test["label"], labels)
@@ -161,7 +161,7 @@ def score_on_test_split(classifier: Classifier, params: Params) -> tuple[dict, p
     """The classification metrics and per-example predictions of any classifier on the current test split,
     with the metric code and row keys `evaluate` uses: how deploy scores the champion beside the candidate."""
     torch.set_num_threads(params.threads)
-    test = load_splits(params.data, params.seed).test
+    test = load_splits(params.data).test
     labels = params.data.labels
     y_true = encode_labels(test["label"], labels)
     probabilities = classifier.predict_proba(test["text"].tolist())

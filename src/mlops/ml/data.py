@@ -149,8 +149,9 @@ def _hold_out(
     return frame.iloc[kept].reset_index(drop=True), frame.iloc[held].reset_index(drop=True)
 
 
-def split_dataset(frame: pd.DataFrame, params: DataParams, seed: int) -> Splits:
-    """Deterministic train/validation/test splits, grouped by ``group`` and stratified by label."""
+def split_dataset(frame: pd.DataFrame, params: DataParams) -> Splits:
+    """Train/validation/test splits fixed by ``data.split_seed``, grouped by ``group`` and stratified by label."""
+    seed = params.split_seed
     rest, test = _hold_out(frame, params.test_size, seed, "test", params)
     train, validation = _hold_out(rest, params.validation_size / (1 - params.test_size), seed, "validation", params)
     splits = Splits(train=train, validation=validation, test=test)
@@ -165,8 +166,8 @@ def split_dataset(frame: pd.DataFrame, params: DataParams, seed: int) -> Splits:
     return splits
 
 
-def load_splits(params: DataParams, seed: int) -> Splits:
-    return split_dataset(load_dataset(params), params, seed)
+def load_splits(params: DataParams) -> Splits:
+    return split_dataset(load_dataset(params), params)
 
 
 def pretraining_texts(params: DataParams, splits: Splits) -> list[str]:
