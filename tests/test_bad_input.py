@@ -296,7 +296,7 @@ def test_a_store_that_is_not_a_database_is_one_line_and_left_alone(project: Path
     before = damaged.read_bytes()
     for args in (["mlops", "models"], ["mlops", "deploy"]):
         error = one_error_line(command(args, project, MLFLOW_TRACKING_URI=f"sqlite:///{damaged}"))
-        assert error.startswith(f"error: the MLflow store sqlite:///{damaged} is not a readable SQLite database")
+        assert error.startswith(f"error: the MLflow store {damaged} is not a readable SQLite database")
     assert damaged.read_bytes() == before
 
 

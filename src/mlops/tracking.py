@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import sqlite3
 import subprocess
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -88,7 +87,8 @@ def _check_server(uri: str) -> None:
 
 
 def _check_sqlite(uri: str, create: bool, writes: bool) -> None:
-    """Refuse a store MLflow would create empty in a new folder, or fail to write with pages of SQLAlchemy."""
+    """Refuse a store MLflow would create empty in a new folder, or fail to write with pages of SQLAlchemy.
+    (What is in the file, store.prepare checks.)"""
     database = Path(uri.removeprefix("sqlite:///").split("?")[0])
     folder = database.parent
     if not folder.is_dir():
@@ -100,15 +100,6 @@ def _check_sqlite(uri: str, create: bool, writes: bool) -> None:
             f"the MLflow store {uri} does not exist: run `dvc repro` to train and track a model, "
             "fetch the store (mlflow.db and mlartifacts/), or fix MLFLOW_TRACKING_URI"
         )
-    if database.exists():
-        try:
-            with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as opened:
-                opened.execute("PRAGMA schema_version")
-        except sqlite3.Error as error:
-            raise TrackingError(
-                f"the MLflow store {uri} is not a readable SQLite database ({_first_line(error)}): "
-                "restore it from a copy, or fix MLFLOW_TRACKING_URI"
-            ) from None
     # SQLite writes a journal beside the database, so the folder must be writable too.
     if writes and not all(os.access(path, os.W_OK) for path in (database, folder) if path.exists()):
         raise TrackingError(

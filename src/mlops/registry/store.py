@@ -74,6 +74,13 @@ def _known_revisions() -> set[str]:
     return {revision for path in scripts for revision in pattern.findall(path.read_text())}
 
 
+def _unreadable(database: Path, reason: str) -> StoreError:
+    return StoreError(
+        f"the MLflow store {database} is not a readable SQLite database ({reason}): restore it from a backup or "
+        "the last deploy's registry artifact; nothing was changed"
+    )
+
+
 def _check(database: Path, connection: sqlite3.Connection) -> None:
     try:
         integrity = connection.execute("pragma quick_check").fetchone()[0]
@@ -81,10 +88,7 @@ def _check(database: Path, connection: sqlite3.Connection) -> None:
     except sqlite3.DatabaseError as error:
         integrity = str(error)
     if integrity != "ok":
-        raise StoreError(
-            f"{database} is corrupt or truncated ({integrity}): restore it from a backup or the last deploy's "
-            "registry artifact; nothing was changed"
-        )
+        raise _unreadable(database, integrity)
     if "alembic_version" not in tables:
         if tables:
             raise StoreError(f"{database} is a sqlite database but not an MLflow store: move it away or fix the URI")
@@ -142,7 +146,7 @@ def prepare(uri: str) -> None:
     with database.open("rb") as file:
         header = file.read(len(SQLITE_HEADER))
     if header != SQLITE_HEADER:
-        raise StoreError(f"{database} is not a sqlite database (corrupt or truncated): restore it from a backup")
+        raise _unreadable(database, "file is not a database")
     with contextlib.closing(sqlite3.connect(database, timeout=30)) as connection:
         _check(database, connection)
         _relocate(database, connection)
