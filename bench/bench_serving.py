@@ -10,7 +10,9 @@ registry is left alone), and both servers load it from there as models:/NAME@cha
 clients, one sentence per request. The same run measures the model's batched ceiling: the model alone
 scoring batches of serving.max_batch_size on one thread per core the server may use. `--overload` sends
 that many connections to `mlops serve` and reports the p99 of the requests it admitted (the others get
-503 beyond serving.max_queued_texts). Prints markdown tables and the ratios. Timings only mean something
+503 beyond serving.max_queued_texts). The framework floor (framework_floor.py: FastAPI with /predict's request
+and response and nothing else) is driven by wrk too: the most any FastAPI server answers on one core. Prints
+markdown tables and the ratios. Timings only mean something
 on an otherwise idle machine: the bench prints the load average before and after.
 """
 
@@ -40,6 +42,7 @@ from mlflow import MlflowClient
 
 BIN = Path(sys.executable).parent
 MODEL_NAME = "bench-serving"
+FLOOR = "FastAPI, no model"
 SENTENCES = [
     "A tender, funny and beautifully acted film.",
     "The plot is a mess and the jokes never land.",
@@ -271,6 +274,10 @@ def ratios(results: list[Result], ceiling: float, threads: int) -> str:
         theirs = by_key.get(("mlflow models serve", client, connections))
         if theirs:
             line += f", {ours.rps / theirs.rps:.1f}x the requests per second of mlflow models serve"
+        floor = by_key.get((FLOOR, client, connections))
+        if floor:
+            # One event loop: the floor's requests a second on one core give the framework's CPU per request.
+            line += f"; {FLOOR}: {floor.rps:.0f} req/s, {1000 / floor.rps:.2f} ms of a core a request"
         lines.append(line)
     return "\n".join(lines)
 
@@ -302,7 +309,7 @@ def main() -> None:
         print(f"load average before: {load_average()} ({os.cpu_count()} cores)")
         threads = len(os.sched_getaffinity(0))  # the ceiling uses every core the server may use
         ceiling = model_ceiling(env, threads, params["serving"]["max_batch_size"], args.duration)
-        ours_port, theirs_port = free_port(), free_port()
+        ours_port, theirs_port, floor_port = free_port(), free_port(), free_port()
         servers = [
             (
                 [str(BIN / "mlops"), "serve", "--params", "params.yaml", "--port", str(ours_port)],
@@ -322,13 +329,24 @@ def main() -> None:
                 ),
                 f"http://127.0.0.1:{theirs_port}/ping",
             ),
+            (
+                [
+                    *[str(BIN / "uvicorn"), "framework_floor:app", "--app-dir", str(Path(__file__).parent)],
+                    *["--port", str(floor_port), "--no-access-log", "--log-level", "warning"],
+                ],
+                Target(FLOOR, f"http://127.0.0.1:{floor_port}", "/predict", lambda text: {"text": text}),
+                f"http://127.0.0.1:{floor_port}/readyz",
+            ),
         ]
         results = []
         for command, target, health in servers:
-            with running(command, health, workdir / f"{target.name.split()[0]}.log", env):
+            log = workdir / (re.sub(r"\W+", "-", target.name) + ".log")
+            with running(command, health, log, env):
                 for connections in args.connections:
                     results.append(wrk(target, connections, args.duration, args.warmup, workdir))
                     print(f"measured {target.name} at {connections} wrk connections", file=sys.stderr)
+                if target.name == FLOOR:
+                    continue
                 for clients in args.clients:
                     results.append(asyncio.run(drive(target, clients, args.duration, args.warmup)))
                     print(f"measured {target.name} at {clients} Python clients", file=sys.stderr)
