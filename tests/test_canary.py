@@ -167,6 +167,7 @@ def analyze(project: Path, prometheus_url: str, store: str, *options: str):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.timeout(600)
 @needs_prometheus
 def test_hold_then_roll_back_then_promote_against_a_live_server(pipeline_project: Path, tmp_path: Path) -> None:

@@ -92,6 +92,7 @@ def traffic_until(client: FeedbackClient, done, timeout: float, what: str, log: 
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.timeout(900)
 @needs_prometheus
 def test_the_watch_promotes_a_good_challenger_and_rolls_back_a_failing_one_with_alerts(

@@ -25,7 +25,7 @@ from transformers import AutoModelForSequenceClassification
 from conftest import copy_repository, git, merge, run, tiny_params, write_params
 from needs import need
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 LABELS = ["dutch", "italian", "spanish"]
 REGISTERED_MODEL = "chat-language"

@@ -25,7 +25,7 @@ from monitoring_stack import (
     webhook_receiver,
 )
 
-pytestmark = [needs_prometheus, pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [needs_prometheus, pytest.mark.slow, pytest.mark.heavy, pytest.mark.timeout(300)]
 
 SECONDS_PER_MINUTE = 2
 DEADLINE = 60  # seconds for an alert to fire, or to resolve, once the fault is set or cleared

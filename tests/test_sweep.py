@@ -159,6 +159,7 @@ def test_a_refused_sweep_runs_nothing_and_changes_nothing(project: Path) -> None
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_a_sweep_whose_every_trial_fails_leaves_the_workspace_as_it_was(project: Path) -> None:
     before = state(project)
     write_sweep(project, [{"train.batch_size": CRASHING_BATCH_SIZE}, {"train.batch_size": CRASHING_BATCH_SIZE + 1}])
@@ -172,6 +173,7 @@ def test_a_sweep_whose_every_trial_fails_leaves_the_workspace_as_it_was(project:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_a_sweep_records_every_trial_applies_the_best_by_validation_and_the_report_shows_it(project: Path) -> None:
     rates = [0.0003, 0.003, 0.01]
     write_params(project, tiny_params(data={"max_rows": 400}, evaluate={"latency_requests": 5}))  # 3 trainings
