@@ -89,7 +89,8 @@ def _check_server(uri: str) -> None:
 def _check_sqlite(uri: str, create: bool, writes: bool) -> None:
     """Refuse a store MLflow would create empty in a new folder, or fail to write with pages of SQLAlchemy.
     (What is in the file, store.prepare checks.)"""
-    database = Path(uri.removeprefix("sqlite:///").split("?")[0])
+    database = store.database_path(uri)
+    assert database is not None  # connect() sends only sqlite URIs here
     folder = database.parent
     if not folder.is_dir():
         raise TrackingError(
