@@ -8,12 +8,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from transformers import BertForMaskedLM
 
 from conftest import tiny_params
 from mlops.config import ModelParams, Params
 from mlops.ml import train as train_lib
 from mlops.ml.data import encode_labels, load_splits
-from mlops.ml.model import ModelError, TextClassifier, build
+from mlops.ml.model import MeanPooledBertClassifier, ModelError, TextClassifier, bert_config, build
 
 LABELS = ["cats", "dogs", "birds"]
 TEXTS = ["the cat purrs on the mat", "a dog barks at the door", "birds sing in the tree", "a quiet afternoon"]
@@ -47,6 +49,18 @@ def test_a_local_pretrained_checkpoint_is_loaded_with_our_labels(tmp_path: Path)
     assert loaded_tokenizer.get_vocab() == tokenizer.get_vocab()
     embeddings = model.base_model.embeddings.word_embeddings.weight
     assert np.allclose(loaded.base_model.embeddings.word_embeddings.weight.detach(), embeddings.detach())
+
+
+def test_a_masked_word_encoder_is_fine_tuned_with_its_weights_under_a_mean_pooling_head(tmp_path: Path) -> None:
+    tokenizer, _ = build(model_params(), LABELS, TEXTS * 10)
+    encoder = BertForMaskedLM(bert_config(model_params(), tokenizer, dropout=0.0))
+    encoder.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    _, model = build(model_params(pretrained=str(tmp_path)), LABELS, [])
+    assert isinstance(model, MeanPooledBertClassifier)
+    assert model.config.num_labels == 3
+    assert torch.equal(model.bert.embeddings.word_embeddings.weight, encoder.bert.embeddings.word_embeddings.weight)
+    assert torch.equal(model.bert.encoder.layer[-1].output.dense.weight, encoder.bert.encoder.layer[-1].output.dense.weight)
 
 
 def test_a_missing_pretrained_checkpoint_is_one_clear_line(tmp_path: Path) -> None:

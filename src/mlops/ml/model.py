@@ -1,8 +1,12 @@
 """The model: a small BERT built from a config with a tokenizer trained here, or a pretrained checkpoint.
 
+A BERT encoder classifies the mean of its token vectors, not BERT's own [CLS] pooler: masked-word pretraining
+never trains the pooler, so fine-tuning had to learn it from the labelled rows alone.
+
 Forkers: edit this file to change the architecture. Anything that
 ``AutoModelForSequenceClassification`` can load works through ``model.pretrained``
-(a local directory saved with ``save_pretrained``, or a hub name where the hub is reachable).
+(a local directory saved with ``save_pretrained``, or a hub name where the hub is reachable);
+architectures other than BERT keep their own classification head.
 """
 
 from __future__ import annotations
@@ -13,16 +17,19 @@ from pathlib import Path
 import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from torch import nn
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     BertConfig,
-    BertForSequenceClassification,
+    BertModel,
+    BertPreTrainedModel,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
 )
+from transformers.modeling_outputs import SequenceClassifierOutput
 
 from mlops.config import ModelParams
 from mlops.contract import Classifier
@@ -35,6 +42,44 @@ LABEL_SHARE_FILE = "training_label_share.json"
 
 class ModelError(MlopsError):
     """The model or tokenizer cannot be built or loaded."""
+
+
+class MeanPooledBertConfig(BertConfig):
+    model_type = "mlops-mean-pooled-bert"
+
+
+class MeanPooledBertClassifier(BertPreTrainedModel):
+    """A BERT encoder and a linear classifier of the mean of its token vectors (padding left out)."""
+
+    config_class = MeanPooledBertConfig
+
+    def __init__(self, config: MeanPooledBertConfig) -> None:
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> SequenceClassifierOutput:
+        tokens = self.bert(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state
+        weights = attention_mask.unsqueeze(-1).to(tokens.dtype)
+        pooled = (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
+        logits = self.classifier(self.dropout(pooled))
+        loss = None if labels is None else nn.functional.cross_entropy(logits, labels)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+# Saved models name their type in config.json; registering it lets AutoModelForSequenceClassification load them.
+AutoConfig.register(MeanPooledBertConfig.model_type, MeanPooledBertConfig)
+AutoModelForSequenceClassification.register(MeanPooledBertConfig, MeanPooledBertClassifier)
 
 
 def train_tokenizer(texts: list[str], params: ModelParams) -> PreTrainedTokenizerFast:
@@ -86,6 +131,8 @@ def build(
             config = AutoConfig.from_pretrained(
                 params.pretrained, num_labels=len(labels), id2label=id2label, label2id=label2id
             )
+            if config.model_type == "bert":
+                config = _mean_pooled(config)
             # Fine-tuning's dropout, not the checkpoint's, where the architecture has BERT's names for it.
             dropouts = {
                 "hidden_dropout_prob": params.dropout,
@@ -105,9 +152,9 @@ def build(
         return tokenizer, model
 
     tokenizer = train_tokenizer(train_texts, params)
-    config = bert_config(params, tokenizer, params.dropout)
+    config = _mean_pooled(bert_config(params, tokenizer, params.dropout))
     config.update({"num_labels": len(labels), "id2label": id2label, "label2id": label2id})
-    return tokenizer, BertForSequenceClassification(config)
+    return tokenizer, MeanPooledBertClassifier(config)
 
 
 def bert_config(params: ModelParams, tokenizer: PreTrainedTokenizerBase, dropout: float) -> BertConfig:
@@ -124,6 +171,11 @@ def bert_config(params: ModelParams, tokenizer: PreTrainedTokenizerBase, dropout
         classifier_dropout=params.classifier_dropout,
         pad_token_id=tokenizer.pad_token_id,
     )
+
+
+def _mean_pooled(config: BertConfig) -> MeanPooledBertConfig:
+    settings = {key: value for key, value in config.to_dict().items() if key not in {"model_type", "architectures"}}
+    return MeanPooledBertConfig(**settings)
 
 
 def load_classifier(directory: Path | str) -> Classifier:
