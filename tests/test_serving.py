@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import re
 import shutil
 import threading
 import time
@@ -448,18 +449,18 @@ def test_a_failing_shadow_challenger_is_counted_and_never_reaches_the_caller(cli
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        ("no tokenizer", "scoring a probe text fails"),
-        ("no classifier head", "initialised at random"),
-        ("NaN weights", "NaN or infinite probabilities"),
+        ("no tokenizer", "cannot load {broken}: .*tokenizer"),
+        ("no classifier head", "refusing {broken}: .*initialised at random"),
+        ("NaN weights", "refusing {broken}: .*NaN or infinite probabilities"),
     ],
 )
 def test_a_model_that_cannot_answer_sanely_is_refused_at_load(
     model_versions: tuple[Path, Path], tmp_path: Path, damage: str, message: str
 ) -> None:
     broken = broken_copy(model_versions[0], tmp_path / "broken", damage)
-    with pytest.raises(ServingError, match=message) as refused:
+    with pytest.raises(ServingError, match=message.format(broken=re.escape(str(broken)))) as refused:
         build_server(params_with(), {"champion": ModelSource(str(broken))})
-    assert "\n" not in str(refused.value) and str(refused.value).startswith(f"refusing {broken}")
+    assert "\n" not in str(refused.value)
 
 
 def test_a_challenger_that_fails_the_probe_is_counted_and_left_out(model_versions: tuple[Path, Path], tmp_path) -> None:

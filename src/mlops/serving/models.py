@@ -161,8 +161,8 @@ def probe(classifier: Classifier) -> str | None:
 def load(target: Target) -> LoadedModel:
     """Load a version for inference (the Classifier itself, not the pyfunc DataFrame wrapper) and probe it.
 
-    A version that loads but cannot answer (no tokenizer, a classifier head transformers had to initialise at
-    random, NaN weights) is refused here, so it never becomes ready or replaces a working version.
+    A version that does not load (no tokenizer) or loads but cannot answer (a classifier head transformers had to
+    initialise at random, NaN weights) is refused here, so it never becomes ready or replaces a working version.
     """
     folder = Path(target.load_from)
     with _TransformersWarnings().capturing() as warnings:
