@@ -60,7 +60,9 @@ def test_a_masked_word_encoder_is_fine_tuned_with_its_weights_under_a_mean_pooli
     assert isinstance(model, MeanPooledBertClassifier)
     assert model.config.num_labels == 3
     assert torch.equal(model.bert.embeddings.word_embeddings.weight, encoder.bert.embeddings.word_embeddings.weight)
-    assert torch.equal(model.bert.encoder.layer[-1].output.dense.weight, encoder.bert.encoder.layer[-1].output.dense.weight)
+    assert torch.equal(
+        model.bert.encoder.layer[-1].output.dense.weight, encoder.bert.encoder.layer[-1].output.dense.weight
+    )
 
 
 def test_a_missing_pretrained_checkpoint_is_one_clear_line(tmp_path: Path) -> None:
