@@ -15,7 +15,14 @@ from conftest import tiny_params
 from mlops.config import ModelParams, Params
 from mlops.ml import train as train_lib
 from mlops.ml.data import encode_labels, load_splits
-from mlops.ml.model import MeanPooledBertClassifier, ModelError, TextClassifier, bert_config, build
+from mlops.ml.model import (
+    HashedNgrams,
+    MeanPooledBertClassifier,
+    ModelError,
+    TextClassifier,
+    bert_config,
+    build,
+)
 
 LABELS = ["cats", "dogs", "birds"]
 TEXTS = ["the cat purrs on the mat", "a dog barks at the door", "birds sing in the tree", "a quiet afternoon"]
@@ -65,6 +72,29 @@ def test_a_masked_word_encoder_is_fine_tuned_with_its_weights_under_a_mean_pooli
     )
 
 
+def test_the_ngram_model_scores_each_piece_and_each_ordered_pair_of_a_text_without_its_padding() -> None:
+    ngrams = HashedNgrams(buckets=1000, num_labels=2)
+    with torch.no_grad():
+        ngrams.scores.weight.copy_(torch.arange(2000, dtype=torch.float32).reshape(1000, 2))
+    pairs = {(7, 9): (7 * 1_000_003 + 9) % 1000, (9, 7): (9 * 1_000_003 + 7) % 1000}
+    input_ids = torch.tensor([[7, 9, 0], [9, 7, 0], [7, 9, 5]])
+    attention_mask = torch.tensor([[1, 1, 0], [1, 1, 0], [1, 1, 1]])
+    scores = ngrams(input_ids, attention_mask)
+    weight = ngrams.scores.weight
+    assert torch.equal(scores[0], weight[7] + weight[9] + weight[pairs[7, 9]])
+    assert torch.equal(scores[1], weight[9] + weight[7] + weight[pairs[9, 7]])
+    assert not torch.equal(scores[0], scores[1])  # word order counts through the pairs
+    assert torch.equal(scores[2] - scores[0], weight[5] + weight[(9 * 1_000_003 + 5) % 1000])
+
+
+def test_the_ngram_model_is_left_out_when_it_has_no_buckets() -> None:
+    _, model = build(model_params(ngram_buckets=0), LABELS, TEXTS * 10)
+    assert model.ngrams is None
+    assert not any(name.startswith("ngrams") for name in model.state_dict())
+    _, model = build(model_params(ngram_buckets=64), LABELS, TEXTS * 10)
+    assert model.ngrams.scores.weight.shape == (64, 3)
+
+
 def test_a_missing_pretrained_checkpoint_is_one_clear_line(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="cannot load the pretrained model") as error:
         build(model_params(pretrained=str(tmp_path / "nowhere")), LABELS, [])
@@ -73,6 +103,13 @@ def test_a_missing_pretrained_checkpoint_is_one_clear_line(tmp_path: Path) -> No
 
 def test_text_classifier_refuses_a_folder_without_a_model(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="holds no saved model"):
+        TextClassifier(tmp_path)
+
+
+def test_text_classifier_refuses_a_model_without_its_tokenizer(tmp_path: Path) -> None:
+    _, model = build(model_params(), LABELS, TEXTS * 10)
+    model.save_pretrained(tmp_path)
+    with pytest.raises(ModelError, match=f"^{tmp_path} holds a model but no tokenizer: save the tokenizer beside it"):
         TextClassifier(tmp_path)
 
 

@@ -82,6 +82,7 @@ class ModelParams(Section):
     intermediate_size: Annotated[int, Field(gt=0, le=65536)]
     dropout: Share
     classifier_dropout: Share
+    ngram_buckets: Annotated[int, Field(ge=0, le=2**24)]
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> ModelParams:

@@ -1,7 +1,10 @@
 """The model: a small BERT built from a config with a tokenizer trained here, or a pretrained checkpoint.
 
 A BERT encoder classifies the mean of its token vectors, not BERT's own [CLS] pooler: masked-word pretraining
-never trains the pooler, so fine-tuning had to learn it from the labelled rows alone.
+never trains the pooler, so fine-tuning had to learn it from the labelled rows alone. Beside it, a linear model of
+the text's word pieces and pairs of neighbouring pieces (hashed into ``model.ngram_buckets``, as fastText does)
+adds its scores: the wide and deep pattern. Trained together, the two score 0.008 higher on validation than the
+encoder alone (README: How the defaults were chosen).
 
 Forkers: edit this file to change the architecture. Anything that
 ``AutoModelForSequenceClassification`` can load works through ``model.pretrained``
@@ -44,12 +47,34 @@ class ModelError(MlopsError):
     """The model or tokenizer cannot be built or loaded."""
 
 
+class HashedNgrams(nn.Module):
+    """A linear model of a text's word pieces and pairs of neighbouring pieces, each hashed into one of
+    ``buckets`` score vectors: the scores of the text's pieces and pairs are summed, padding left out."""
+
+    def __init__(self, buckets: int, num_labels: int) -> None:
+        super().__init__()
+        self.buckets = buckets
+        self.scores = nn.Embedding(buckets, num_labels)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.to(self.scores.weight.dtype).unsqueeze(-1)
+        # A large odd multiplier spreads the pairs over the buckets; a pair may share a piece's bucket.
+        pairs = (input_ids[:, :-1] * 1_000_003 + input_ids[:, 1:]) % self.buckets
+        pieces = self.scores(input_ids % self.buckets) * mask
+        return pieces.sum(dim=1) + (self.scores(pairs) * mask[:, :-1] * mask[:, 1:]).sum(dim=1)
+
+
 class MeanPooledBertConfig(BertConfig):
     model_type = "mlops-mean-pooled-bert"
 
+    def __init__(self, ngram_buckets: int = 0, **settings: object) -> None:
+        super().__init__(**settings)
+        self.ngram_buckets = ngram_buckets
+
 
 class MeanPooledBertClassifier(BertPreTrainedModel):
-    """A BERT encoder and a linear classifier of the mean of its token vectors (padding left out)."""
+    """A BERT encoder and a linear classifier of the mean of its token vectors (padding left out), plus a linear
+    model of the hashed word pieces and piece pairs when ``config.ngram_buckets`` is not 0."""
 
     config_class = MeanPooledBertConfig
 
@@ -58,6 +83,7 @@ class MeanPooledBertClassifier(BertPreTrainedModel):
         self.bert = BertModel(config, add_pooling_layer=False)
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.ngrams = HashedNgrams(config.ngram_buckets, config.num_labels) if config.ngram_buckets else None
         self.post_init()
 
     def forward(
@@ -73,6 +99,8 @@ class MeanPooledBertClassifier(BertPreTrainedModel):
         weights = attention_mask.unsqueeze(-1).to(tokens.dtype)
         pooled = (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
         logits = self.classifier(self.dropout(pooled))
+        if self.ngrams is not None:
+            logits = logits + self.ngrams(input_ids, attention_mask)
         loss = None if labels is None else nn.functional.cross_entropy(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
@@ -132,7 +160,7 @@ def build(
                 params.pretrained, num_labels=len(labels), id2label=id2label, label2id=label2id
             )
             if config.model_type == "bert":
-                config = _mean_pooled(config)
+                config = _mean_pooled(config, params.ngram_buckets)
             # Fine-tuning's dropout, not the checkpoint's, where the architecture has BERT's names for it.
             dropouts = {
                 "hidden_dropout_prob": params.dropout,
@@ -152,7 +180,7 @@ def build(
         return tokenizer, model
 
     tokenizer = train_tokenizer(train_texts, params)
-    config = _mean_pooled(bert_config(params, tokenizer, params.dropout))
+    config = _mean_pooled(bert_config(params, tokenizer, params.dropout), params.ngram_buckets)
     config.update({"num_labels": len(labels), "id2label": id2label, "label2id": label2id})
     return tokenizer, MeanPooledBertClassifier(config)
 
@@ -173,9 +201,9 @@ def bert_config(params: ModelParams, tokenizer: PreTrainedTokenizerBase, dropout
     )
 
 
-def _mean_pooled(config: BertConfig) -> MeanPooledBertConfig:
+def _mean_pooled(config: BertConfig, ngram_buckets: int) -> MeanPooledBertConfig:
     settings = {key: value for key, value in config.to_dict().items() if key not in {"model_type", "architectures"}}
-    return MeanPooledBertConfig(**settings)
+    return MeanPooledBertConfig(ngram_buckets=ngram_buckets, **settings)
 
 
 def load_classifier(directory: Path | str) -> Classifier:
@@ -190,6 +218,10 @@ class TextClassifier:
         self.directory = directory = Path(directory)
         if not (directory / "config.json").exists():
             raise ModelError(f"{directory} holds no saved model: run `dvc repro train` first")
+        if not any((directory / name).exists() for name in ("tokenizer.json", "tokenizer_config.json")):
+            raise ModelError(
+                f"{directory} holds a model but no tokenizer: save the tokenizer beside it (tokenizer.save_pretrained)"
+            )
         self.tokenizer = AutoTokenizer.from_pretrained(directory)
         self.model = AutoModelForSequenceClassification.from_pretrained(directory).eval()
         self.max_length = max_length or self.tokenizer.model_max_length
