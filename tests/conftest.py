@@ -47,6 +47,7 @@ TINY = {
         "hidden_size": 32,
         "num_heads": 2,
         "intermediate_size": 64,
+        "ngram_buckets": 4096,
     },
     "pretrain": {"epochs": 1, "batch_size": 32},
     "train": {"epochs": 2, "batch_size": 32, "progress_bar": False},
