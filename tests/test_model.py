@@ -3,6 +3,7 @@
 The tests bring their own labels and a small three-label dataset, so they hold whatever data params.yaml names.
 """
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +110,8 @@ def test_text_classifier_refuses_a_folder_without_a_model(tmp_path: Path) -> Non
 def test_text_classifier_refuses_a_model_without_its_tokenizer(tmp_path: Path) -> None:
     _, model = build(model_params(), LABELS, TEXTS * 10)
     model.save_pretrained(tmp_path)
-    with pytest.raises(ModelError, match=f"^{tmp_path} holds a model but no tokenizer: save the tokenizer beside it"):
+    refusal = f"{tmp_path} holds a model but no tokenizer: save the tokenizer beside it"
+    with pytest.raises(ModelError, match=f"^{re.escape(refusal)}"):
         TextClassifier(tmp_path)
 
 
