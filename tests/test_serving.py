@@ -242,14 +242,14 @@ def test_predict_answers_one_text_or_a_batch_naming_variant_and_version(client_f
     [
         (b"{not json", 400, "not valid JSON"),
         (b"", 422, "body: Field required"),
-        (b"[]", 422, "valid dictionary"),
-        (b'"a text"', 422, "valid dictionary"),
+        (b"[]", 422, "body: Input should be an object"),
+        (b'"a text"', 422, "body: Input should be an object"),
         (b"{}", 422, "exactly one of text"),
         (b'{"text": "a", "texts": ["b"]}', 422, "exactly one of text"),
         (b'{"text": 5}', 422, "text: Input should be a valid string"),
         (b'{"text": ""}', 422, "text: String should have at least 1 character"),
         (b'{"text": null}', 422, "exactly one of text"),
-        (b'{"texts": "one string"}', 422, "texts: Input should be a valid list"),
+        (b'{"texts": "one string"}', 422, "texts: Input should be a valid array"),
         (b'{"texts": []}', 422, "texts: List should have at least 1 item"),
         (b'{"texts": ["a", "b", "c", "d", "e"]}', 422, "texts: List should have at most 4 items"),
         (b'{"texts": ["ok", 7]}', 422, "texts.1: Input should be a valid string"),
@@ -478,7 +478,7 @@ def test_a_challenger_that_fails_the_probe_is_counted_and_left_out(model_version
 
 def test_beyond_the_queue_bound_requests_are_refused_with_retry_after_and_counted(client_for) -> None:
     client = client_for(challenger=False, max_queued_texts=4, max_items=4)
-    served = client.app.state.server.pool.get("champion")
+    served = client.app.server.pool.get("champion")
     served.batcher.queued = 3  # three texts already waiting
     refused = client.post("/predict", json={"texts": ["a", "b"]})
     assert refused.status_code == 503 and refused.headers["retry-after"] == "1"

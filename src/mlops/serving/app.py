@@ -15,17 +15,17 @@ import sys
 import time
 import uuid
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, NotRequired, Self, TypedDict
+from typing import Annotated, Any, NotRequired, Self, TypedDict
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlops.config import Params, ServingParams
@@ -176,14 +176,15 @@ class Fault:
     delay_ms: float
 
 
-def _describe_validation(error: RequestValidationError) -> tuple[int, str]:
-    first = error.errors()[0]
+def _describe_validation(errors: Sequence[Any]) -> tuple[int, str]:
+    """Status and one-line detail for a body that failed validation (FastAPI's or pydantic's error list)."""
+    first = errors[0]
     if first["type"] == "json_invalid":
         reason = first.get("ctx", {}).get("error", "parse error")
         return 400, f"the body is not valid JSON ({reason}): send a JSON object"
     location = ".".join(str(part) for part in first["loc"] if part != "body") or "body"
     message = first["msg"].removeprefix("Value error, ")
-    more = len(error.errors()) - 1
+    more = len(errors) - 1
     return 422, f"{location}: {message}" + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
 
 
@@ -239,6 +240,60 @@ class RequestObserver:
                 access_log.info(json.dumps(entry))
 
 
+class PredictEndpoint:
+    """ASGI middleware answering POST /predict in front of FastAPI, whose middleware stack and routing cost more
+    CPU a request than the model: 0.17 ms of a core against 0.06 for this path (same pydantic models, no model).
+
+    It validates and serialises with /predict's pydantic models and answers errors as FastAPI's route would.
+    """
+
+    def __init__(self, app: ASGIApp, server: "ModelServer", request_model: type[BaseModel]) -> None:
+        self.app = app
+        self.server = server
+        self.request_model = request_model
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        try:
+            status, content = await self._answer(scope, receive)
+        except HTTPException as error:  # the body's limits (BodyLimits), capacity, a retired variant, a fault
+            content = ErrorBody(detail=error.detail).model_dump_json().encode()
+            await _send_json(send, error.status_code, content, error.headers)
+            return
+        except Exception:
+            log.exception("scoring a /predict request failed")
+            content = ErrorBody(detail="the model failed on this request: see the server's log").model_dump_json()
+            await _send_json(send, 500, content.encode())
+            return
+        await _send_json(send, status, content)
+
+    async def _answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+        body = b""
+        more_body = True
+        while more_body:
+            message = await receive()
+            body += message.get("body", b"")
+            more_body = message.get("more_body", False)
+        if not body:
+            return 422, ErrorBody(detail="body: Field required").model_dump_json().encode()
+        try:
+            request = self.request_model.model_validate_json(body)
+        except ValidationError as error:
+            status, detail = _describe_validation(error.errors())
+            return status, ErrorBody(detail=detail).model_dump_json().encode()
+        response = await self.server.predict(request, scope["state"])
+        return 200, response.model_dump_json().encode()
+
+
+async def _send_json(send: Send, status: int, content: bytes, headers: dict[str, str] | None = None) -> None:
+    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
+    raw_headers += [(name.lower().encode(), value.encode()) for name, value in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": content})
+
+
 class ModelServer:
     """The state behind the routes: the model pool, the metrics, recent answers and injected faults."""
 
@@ -257,6 +312,17 @@ class ModelServer:
         if self.settings.shadow or self.pool.get("challenger") is None:
             return "champion"
         return route(key, self.settings.challenger_share)
+
+    async def predict(self, body: Any, state: dict[str, Any]) -> PredictResponse:
+        """Answer a validated /predict body; ``state`` is the request's, set by RequestObserver."""
+        if body.key is not None:
+            state["variant"] = self.choose(body.key)
+        version, predictions = await self.score(state["request_id"], state["variant"], body.inputs)
+        state["version"] = version
+        self.shadow(state["request_id"], body.inputs)
+        return PredictResponse(
+            request_id=state["request_id"], variant=state["variant"], version=version, predictions=predictions
+        )
 
     async def score(self, request_id: str, variant: Variant, texts: list[str]) -> tuple[str, list[Prediction]]:
         """One variant's answer to the texts (version, predictions), recorded for feedback and metrics."""
@@ -358,7 +424,8 @@ def max_body_bytes(settings: ServingParams) -> int:
     return settings.max_items * (settings.max_text_chars * JSON_BYTES_PER_CHAR + 4) + 1024
 
 
-def create_app(server: ModelServer) -> FastAPI:
+def create_app(server: ModelServer) -> ASGIApp:
+    """The server's ASGI app: FastAPI behind POST /predict's own path, the body limits and the request observer."""
     PredictRequest = predict_request_model(server.settings)
 
     @asynccontextmanager
@@ -375,15 +442,10 @@ def create_app(server: ModelServer) -> FastAPI:
             await server.close()
 
     app = FastAPI(title="mlops model server", version="1", lifespan=lifespan)
-    app.state.server = server
-    app.add_middleware(
-        BodyLimits, max_bytes=max_body_bytes(server.settings), timeout=server.settings.read_timeout_seconds
-    )
-    app.add_middleware(RequestObserver, server=server)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
-        status, detail = _describe_validation(error)
+        status, detail = _describe_validation(error.errors())
         return JSONResponse({"detail": detail}, status_code=status)
 
     @app.post(
@@ -396,15 +458,8 @@ def create_app(server: ModelServer) -> FastAPI:
     )
     async def predict(body: PredictRequest, request: Request) -> PredictResponse:  # type: ignore[valid-type]
         """Label one text (`text`) or a batch (`texts`); the response names the variant and version that answered."""
-        state = request.state
-        if body.key is not None:
-            state.variant = server.choose(body.key)
-        version, predictions = await server.score(state.request_id, state.variant, body.inputs)
-        state.version = version
-        server.shadow(state.request_id, body.inputs)
-        return PredictResponse(
-            request_id=state.request_id, variant=state.variant, version=version, predictions=predictions
-        )
+        # PredictEndpoint answers POST /predict before routing; this route is its OpenAPI contract.
+        return await server.predict(body, request.scope["state"])
 
     @app.post(
         "/feedback",
@@ -456,7 +511,9 @@ def create_app(server: ModelServer) -> FastAPI:
                 server.faults[body.variant] = Fault(body.error_rate, body.delay_ms)
             return body.model_dump()
 
-    return app
+    predict_first = PredictEndpoint(app, server, PredictRequest)
+    limited = BodyLimits(predict_first, max_body_bytes(server.settings), server.settings.read_timeout_seconds)
+    return RequestObserver(limited, server)
 
 
 def model_sources(params: Params, champion: str | None, challenger: str | None) -> dict[Variant, ModelSource]:
@@ -495,6 +552,10 @@ def serve(params: Params, sources: dict[Variant, ModelSource], host: str, port: 
     # What is loaded by now (torch, transformers, MLflow, the models: some 400,000 objects) lives as long as the
     # process. Out of the collector's sight, it no longer makes each full collection a pause of 0.3-0.9 s.
     gc.freeze()
+    # The access log's line is most of what a request costs the event loop beyond HTTP: skip what it does not
+    # print (the caller's frame, thread and process names), as the logging documentation's Optimization advises.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
     access_log.addHandler(handler)
