@@ -10,10 +10,10 @@ registry is left alone), and both servers load it from there as models:/NAME@cha
 clients, one sentence per request. The same run measures the model's batched ceiling: the model alone
 scoring batches of serving.max_batch_size on one thread per core the server may use. `--overload` sends
 that many connections to `mlops serve` and reports the p99 of the requests it admitted (the others get
-503 beyond serving.max_queued_texts). The framework floor (framework_floor.py: FastAPI with /predict's request
-and response and nothing else) is driven by wrk too: the most any FastAPI server answers on one core. Prints
-markdown tables and the ratios. Timings only mean something
-on an otherwise idle machine: the bench prints the load average before and after.
+503 beyond serving.max_queued_texts). The framework floor (framework_floor.py: FastAPI with /predict's
+request and response and nothing else) is driven by wrk too: what FastAPI's routing alone costs a request
+on one core (`mlops serve` answers /predict in front of it). Prints markdown tables and the ratios.
+Timings only mean something on an otherwise idle machine: the bench prints the load average before and after.
 """
 
 from __future__ import annotations
