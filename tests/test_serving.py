@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import logging
 import re
 import shutil
 import threading
@@ -471,6 +472,23 @@ def test_a_challenger_that_fails_the_probe_is_counted_and_left_out(model_version
         assert client.get("/readyz").json()["challenger"] is None
         assert client.post("/predict", json={"text": "x"}).json()["variant"] == "champion"
         assert sample(client.get("/metrics").text, "mlops_model_load_failures_total", variant="challenger") == 1
+
+
+def test_a_model_failing_on_a_request_answers_a_json_500_logs_why_and_counts_it(client_for, caplog) -> None:
+    client = client_for(challenger=False)
+
+    def out_of_memory(texts: list[str]) -> np.ndarray:
+        raise RuntimeError("out of memory")
+
+    # A model that passed the load-time probe and then fails: what the server's probe cannot catch.
+    client.app.server.pool.get("champion").batcher._predict = out_of_memory
+    with caplog.at_level(logging.ERROR, logger="mlops.serving.app"):
+        failed = client.post("/predict", json={"text": "x"})
+    assert failed.status_code == 500 and failed.json() == {
+        "detail": "the model failed on this request: see the server's log"
+    }
+    assert "out of memory" in caplog.text
+    assert sample(client.get("/metrics").text, "mlops_requests_total", variant="champion", status="500") == 1
 
 
 # Admission control
