@@ -256,42 +256,27 @@ class PredictEndpoint:
         if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
+        headers = None
         try:
-            status, content = await self._answer(scope, receive)
+            status, answer = await self._answer(scope, receive)
         except HTTPException as error:  # the body's limits (BodyLimits), capacity, a retired variant, a fault
-            content = ErrorBody(detail=error.detail).model_dump_json().encode()
-            await _send_json(send, error.status_code, content, error.headers)
-            return
+            status, answer, headers = error.status_code, ErrorBody(detail=error.detail), error.headers
         except Exception:
             log.exception("scoring a /predict request failed")
-            content = ErrorBody(detail="the model failed on this request: see the server's log").model_dump_json()
-            await _send_json(send, 500, content.encode())
-            return
-        await _send_json(send, status, content)
+            status, answer = 500, ErrorBody(detail="the model failed on this request: see the server's log")
+        response = Response(answer.model_dump_json(), status, headers, media_type="application/json")
+        await response(scope, receive, send)
 
-    async def _answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
-        body = b""
-        more_body = True
-        while more_body:
-            message = await receive()
-            body += message.get("body", b"")
-            more_body = message.get("more_body", False)
+    async def _answer(self, scope: Scope, receive: Receive) -> tuple[int, BaseModel]:
+        body = await Request(scope, receive).body()
         if not body:
-            return 422, ErrorBody(detail="body: Field required").model_dump_json().encode()
+            return 422, ErrorBody(detail="body: Field required")
         try:
             request = self.request_model.model_validate_json(body)
         except ValidationError as error:
             status, detail = _describe_validation(error.errors())
-            return status, ErrorBody(detail=detail).model_dump_json().encode()
-        response = await self.server.predict(request, scope["state"])
-        return 200, response.model_dump_json().encode()
-
-
-async def _send_json(send: Send, status: int, content: bytes, headers: dict[str, str] | None = None) -> None:
-    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
-    raw_headers += [(name.lower().encode(), value.encode()) for name, value in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-    await send({"type": "http.response.body", "body": content})
+            return status, ErrorBody(detail=detail)
+        return 200, await self.server.predict(request, scope["state"])
 
 
 class ModelServer:
