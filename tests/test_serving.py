@@ -10,13 +10,16 @@ import asyncio
 import gc
 import json
 import logging
+import os
 import re
 import shutil
-import threading
+import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -25,8 +28,9 @@ from conftest import tiny_params
 from mlops.config import Params
 from mlops.serving.app import RecentPredictions, build_server, create_app
 from mlops.serving.batcher import Batcher
-from mlops.serving.models import ModelSource, ServingError, inference_threads
+from mlops.serving.models import ModelSource, ServingError
 from mlops.serving.router import bucket, route
+from mlops.serving.workers import InferenceError, InferenceWorkers, inference_workers
 from monitoring_stack import sample
 from serving_helpers import broken_copy
 
@@ -87,14 +91,14 @@ def test_growing_the_share_only_moves_users_to_the_challenger() -> None:
 
 
 class SlowModel:
-    """Records each batch; blocks until released so requests pile up behind the first batch."""
+    """Records each batch; holds it until released so requests pile up behind the first batch."""
 
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
-        self.release = threading.Event()
+        self.release = asyncio.Event()
 
-    def __call__(self, texts: list[str]) -> np.ndarray:
-        self.release.wait(timeout=30)
+    async def __call__(self, texts: list[str]) -> np.ndarray:
+        await asyncio.wait_for(self.release.wait(), timeout=30)
         self.batches.append(texts)
         return np.array([[len(text), 0.0] for text in texts])
 
@@ -121,43 +125,64 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_rows() -> None:
         assert rows.tolist() == [[size, 0], [size, 0]]
 
 
-@pytest.mark.parametrize(("cores", "expected"), [({0}, 1), ({0, 1}, 1), ({0, 1, 2, 3}, 3)])
-def test_inference_threads_default_to_one_per_core_but_the_event_loops(
-    cores: set[int], expected: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("os.sched_getaffinity", lambda pid: cores)
+def test_inference_workers_default_to_the_cpus_the_process_may_use() -> None:
     settings = Params.model_validate(tiny_params()).serving
-    assert settings.inference_threads is None and inference_threads(settings) == expected
-    assert inference_threads(settings.model_copy(update={"inference_threads": 4})) == 4
+    assert settings.inference_workers is None and inference_workers(settings) == joblib.cpu_count() >= 1
+    assert inference_workers(settings.model_copy(update={"inference_workers": 4})) == 4
 
 
-def test_with_two_inference_threads_a_second_batch_runs_while_the_first_is_scored() -> None:
-    started = threading.Semaphore(0)
-    release = threading.Event()
+def test_with_two_inference_workers_a_second_batch_runs_while_the_first_is_scored() -> None:
+    async def scenario() -> None:
+        both_started = asyncio.Barrier(3)
 
-    def model(texts: list[str]) -> np.ndarray:
-        started.release()
-        release.wait(timeout=30)
-        return np.zeros((len(texts), 2))
+        async def model(texts: list[str]) -> np.ndarray:
+            await both_started.wait()  # each batch waits here until the other has started too
+            return np.zeros((len(texts), 2))
 
-    async def scenario() -> bool:
-        batcher = Batcher(model, max_batch_size=1, max_wait_seconds=0, threads=2)
+        batcher = Batcher(model, max_batch_size=1, max_wait_seconds=0, concurrency=2)
         batcher.start()
         pending = [asyncio.create_task(batcher.submit([text])) for text in "ab"]
-        both_running = await asyncio.to_thread(lambda: all(started.acquire(timeout=30) for _ in range(2)))
-        release.set()
+        await asyncio.wait_for(both_started.wait(), timeout=30)
         await asyncio.gather(*pending)
         await batcher.close()
-        return both_running
 
-    assert asyncio.run(scenario())
+    asyncio.run(scenario())
+
+
+def test_a_worker_that_dies_on_a_batch_fails_that_batch_only_and_the_next_batch_gets_a_new_one() -> None:
+    async def scenario() -> None:
+        workers = InferenceWorkers(sys.exit, processes=1, threads=1)  # sys.exit(texts) ends the worker's process
+        await workers.start()
+        [first] = workers.pids
+        with pytest.raises(InferenceError, match=f"inference worker \\(pid {first}\\) died"):
+            await workers.score(["x"])
+        with pytest.raises(InferenceError, match="died") as second:  # a replacement took the next batch
+            await workers.score(["y"])
+        [replacement] = workers.pids
+        assert replacement != first and f"(pid {replacement})" in str(second.value)
+        await workers.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_worker_killed_between_batches_is_replaced_before_the_next_request_reaches_it(client_for) -> None:
+    client = client_for(challenger=False, inference_workers=1)
+    workers = client.app.server.pool.get("champion").workers
+    [killed] = workers.pids
+    os.kill(killed, signal.SIGKILL)
+    while Path(f"/proc/{killed}").exists() and Path(f"/proc/{killed}/stat").read_text().split()[2] != "Z":
+        time.sleep(0.01)
+    answer = client.post("/predict", json={"text": "a fine film"})
+    assert answer.status_code == 200, answer.text
+    [replacement] = workers.pids
+    assert replacement != killed
 
 
 def test_a_lone_request_does_not_wait_for_company() -> None:
     model = SlowModel()
-    model.release.set()
 
     async def scenario() -> None:
+        model.release.set()
         # A wait this long would time the test out if a lone request paid it.
         batcher = Batcher(model, max_batch_size=8, max_wait_seconds=600)
         batcher.start()
@@ -172,7 +197,7 @@ def test_a_lone_request_does_not_wait_for_company() -> None:
 def test_a_model_failure_reaches_every_request_in_the_batch_and_the_batcher_survives() -> None:
     calls = []
 
-    def flaky(texts: list[str]) -> np.ndarray:
+    async def flaky(texts: list[str]) -> np.ndarray:
         calls.append(texts)
         if len(calls) == 1:
             raise RuntimeError("out of memory")
@@ -477,11 +502,11 @@ def test_a_challenger_that_fails_the_probe_is_counted_and_left_out(model_version
 def test_a_model_failing_on_a_request_answers_a_json_500_logs_why_and_counts_it(client_for, caplog) -> None:
     client = client_for(challenger=False)
 
-    def out_of_memory(texts: list[str]) -> np.ndarray:
+    async def out_of_memory(texts: list[str]) -> np.ndarray:
         raise RuntimeError("out of memory")
 
     # A model that passed the load-time probe and then fails: what the server's probe cannot catch.
-    client.app.server.pool.get("champion").batcher._predict = out_of_memory
+    client.app.server.pool.get("champion").batcher._score_batch = out_of_memory
     with caplog.at_level(logging.ERROR, logger="mlops.serving.app"):
         failed = client.post("/predict", json={"text": "x"})
     assert failed.status_code == 500 and failed.json() == {

@@ -415,7 +415,7 @@ def create_app(server: ModelServer) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        server.pool.start()
+        await server.pool.start()
         poller = asyncio.create_task(server.poll()) if server.pool.follows_registry else None
         server.ready = True
         try:
@@ -524,7 +524,7 @@ def build_server(params: Params, sources: dict[Variant, ModelSource], fault_inje
     if any(":/" in source.uri for source in sources.values()):
         tracking.connect()
     metrics = Metrics()
-    pool = ModelPool(sources, metrics, params.serving)
+    pool = ModelPool(sources, metrics, params.serving, params.threads)
     pool.load_initial()
     return ModelServer(pool, params.serving, metrics, fault_injection)
 

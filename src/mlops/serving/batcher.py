@@ -1,15 +1,14 @@
-"""Server-side batching: concurrent requests share one forward pass, run off the event loop."""
+"""Server-side batching: concurrent requests share one forward pass, scored off the event loop."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-Predict = Callable[[list[str]], np.ndarray]
+Score = Callable[[list[str]], Awaitable[np.ndarray]]
 
 
 @dataclass
@@ -19,30 +18,28 @@ class _Job:
 
 
 class Batcher:
-    """Queues texts from many requests and scores them together, up to ``threads`` batches at once.
+    """Queues texts from many requests and scores them together, up to ``concurrency`` batches at once.
 
     A batch takes everything already queued (up to ``max_batch_size`` texts). It waits up to
     ``max_wait_seconds`` for more only while the previous batch was shared, so a lone client
-    never pays the wait and a busy server fills its batches. Batches run in worker threads:
-    the tokenizer and torch release the GIL, so the event loop keeps accepting requests and
-    several batches use several cores.
+    never pays the wait and a busy server fills its batches. ``score`` runs a batch elsewhere
+    (the inference worker processes), so the event loop keeps answering requests meanwhile.
     """
 
     def __init__(
         self,
-        predict: Predict,
+        score: Score,
         max_batch_size: int,
         max_wait_seconds: float,
         on_batch: Callable[[int], None] = lambda size: None,
-        threads: int = 1,
+        concurrency: int = 1,
     ) -> None:
-        self._predict = predict
+        self._score_batch = score
         self._max_batch_size = max_batch_size
         self._max_wait_seconds = max_wait_seconds
         self._on_batch = on_batch
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="inference")
-        self._free_threads = asyncio.Semaphore(threads)
+        self._free_slots = asyncio.Semaphore(concurrency)
         self._running: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -71,14 +68,13 @@ class Batcher:
             await self._task
         if self._running:
             await asyncio.gather(*self._running)
-        self._executor.shutdown(wait=True)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         previous_size = 0
         stopping = False
         while not stopping:
-            await self._free_threads.acquire()
+            await self._free_slots.acquire()
             first = await self._queue.get()
             if first is None:
                 break
@@ -107,13 +103,13 @@ class Batcher:
 
     def _finished(self, batch: asyncio.Task[None]) -> None:
         self._running.discard(batch)
-        self._free_threads.release()
+        self._free_slots.release()
 
     async def _score(self, jobs: list[_Job], size: int) -> None:
         texts = [text for job in jobs for text in job.texts]
         self._on_batch(size)
         try:
-            probabilities = await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, texts)
+            probabilities = await self._score_batch(texts)
         except Exception as error:  # the model's failure belongs to each waiting request, not to the loop
             for job in jobs:
                 if not job.done.done():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,21 +20,12 @@ from mlops.ml.model import load_classifier
 from mlops.serving.batcher import Batcher
 from mlops.serving.metrics import Metrics
 from mlops.serving.router import Variant
+from mlops.serving.workers import InferenceWorkers, inference_workers
 
 log = logging.getLogger(__name__)
 
 ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)$")
 VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>[0-9]+)$")
-
-
-def inference_threads(settings: ServingParams) -> int:
-    """Batches scored at once: serving.inference_threads, or one per core this process may use but one.
-
-    The event loop (HTTP, JSON, validation) costs more CPU per one-text request than the model does, so it
-    gets a core of its own: on 2 cores, one inference thread answered 5-10% more requests than two, with a
-    shorter tail, and did not lose throughput from 32 to 64 connections as two did (bench/bench_serving.py).
-    """
-    return settings.inference_threads or max(1, len(os.sched_getaffinity(0)) - 1)
 
 
 class ServingError(MlopsError):
@@ -188,9 +178,10 @@ def load(target: Target) -> LoadedModel:
 
 @dataclass(frozen=True)
 class Served:
-    """A loaded version with its own batcher: swapping one for another never mixes versions in a batch."""
+    """A loaded version with its own workers and batcher: swapping versions never mixes them in a batch."""
 
     model: LoadedModel
+    workers: InferenceWorkers
     batcher: Batcher
 
     @property
@@ -201,12 +192,15 @@ class Served:
 class ModelPool:
     """The served version of each variant, reloaded when its alias moves; a failed load keeps the old one."""
 
-    def __init__(self, sources: dict[Variant, ModelSource], metrics: Metrics, settings: ServingParams) -> None:
+    def __init__(
+        self, sources: dict[Variant, ModelSource], metrics: Metrics, settings: ServingParams, threads: int
+    ) -> None:
         self._sources = sources
         self._metrics = metrics
         self._max_batch_size = settings.max_batch_size
         self._max_wait_seconds = settings.max_batch_wait_ms / 1000
-        self._inference_threads = inference_threads(settings)
+        self._inference_workers = inference_workers(settings)
+        self._threads = threads
         self._loaded: dict[Variant, LoadedModel] = {}
         self._served: dict[Variant, Served] = {}
         self._lock = asyncio.Lock()
@@ -229,14 +223,14 @@ class ModelPool:
     def follows_registry(self) -> bool:
         return any(ALIAS_URI.match(source.uri) for source in self._sources.values())
 
-    def start(self) -> None:
-        """Start a batcher per loaded model; needs the running event loop."""
+    async def start(self) -> None:
+        """Start the workers and the batcher of each loaded model."""
         for variant, loaded in self._loaded.items():
-            self._install(variant, loaded)
+            await self._install(variant, loaded)
 
     async def close(self) -> None:
         for served in self._served.values():
-            await served.batcher.close()
+            await _stop(served)
         self._served.clear()
         if self._retiring:
             await asyncio.gather(*self._retiring)
@@ -267,23 +261,21 @@ class ModelPool:
             log.error("%s keeps serving version %s: %s", variant, current_version, error)
             return {"version": current_version, "changed": False, "error": str(error)}
         log.info("%s now serves %s version %s (was %s)", variant, loaded.model, loaded.version, current_version)
-        self._install(variant, loaded)
+        await self._install(variant, loaded)
         return {"version": loaded.version, "changed": True, "error": None}
 
-    def _install(self, variant: Variant, loaded: LoadedModel) -> None:
+    async def _install(self, variant: Variant, loaded: LoadedModel) -> None:
         def count_batch(size: int) -> None:
             self._metrics.batch_size.labels(variant=variant).observe(size)
 
+        workers = InferenceWorkers(loaded.classifier.predict_proba, self._inference_workers, self._threads)
+        await workers.start()
         batcher = Batcher(
-            loaded.classifier.predict_proba,
-            self._max_batch_size,
-            self._max_wait_seconds,
-            count_batch,
-            self._inference_threads,
+            workers.score, self._max_batch_size, self._max_wait_seconds, count_batch, self._inference_workers
         )
         batcher.start()
         previous = self._served.get(variant)
-        self._served[variant] = Served(loaded, batcher)
+        self._served[variant] = Served(loaded, workers, batcher)
         self._metrics.model_loaded(variant, loaded.model, loaded.version, loaded.classifier.training_label_share)
         if previous is not None:
             self._retire(previous)
@@ -294,6 +286,12 @@ class ModelPool:
 
     def _retire(self, served: Served) -> None:
         """Let the old version finish the requests it already took, without holding up new ones."""
-        task = asyncio.get_running_loop().create_task(served.batcher.close())
+        task = asyncio.get_running_loop().create_task(_stop(served))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
+
+
+async def _stop(served: Served) -> None:
+    """Answer what the version's batcher already took, then stop its workers."""
+    await served.batcher.close()
+    await served.workers.close()
