@@ -121,6 +121,7 @@ def test_changing_only_evaluation_params_reruns_only_evaluate(pipeline_project: 
     assert "Running stage 'evaluate'" in output
 
 
+@pytest.mark.heavy
 def test_a_new_training_seed_is_scored_on_the_same_test_rows(pipeline_project: Path, tmp_path: Path) -> None:
     """The split has its own seed (data.split_seed), so the report pairs a reseeded model with main's."""
     project = Path(shutil.copytree(pipeline_project, tmp_path / "project", symlinks=True))

@@ -85,6 +85,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_train_fine_tunes_the_encoder_and_tokenizer_the_pretrain_stage_saved(project: Path) -> None:
     pretrained, fine_tuned = project / "pretrained", project / "models" / "model"
     assert AutoModelForMaskedLM.from_pretrained(pretrained).config.hidden_size == 32
@@ -98,6 +99,7 @@ def test_train_fine_tunes_the_encoder_and_tokenizer_the_pretrain_stage_saved(pro
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_a_batch_bigger_than_the_pretraining_texts_is_one_line_and_keeps_the_last_encoder(
     project: Path, tmp_path: Path
 ) -> None:
@@ -111,6 +113,7 @@ def test_a_batch_bigger_than_the_pretraining_texts_is_one_line_and_keeps_the_las
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_a_fresh_clone_pulls_the_encoder_and_a_training_change_reruns_only_fine_tuning(
     project: Path, tmp_path: Path
 ) -> None:

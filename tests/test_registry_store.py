@@ -35,6 +35,7 @@ def locations(database: Path) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_a_store_moved_to_another_folder_deploys_and_serves_from_there(
     pipeline_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
