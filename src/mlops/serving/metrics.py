@@ -92,6 +92,7 @@ class Metrics:
         """Point the info and label-share gauges at a newly served version, dropping the old label set."""
         self.model_unloaded(variant)
         self.model_info.labels(variant=variant, version=version, model=model).set(1)
+        self.batch_size.labels(variant=variant)
         self._served[variant] = (version, model)
         for label, share in label_share.items():
             self.training_label_share.labels(variant=variant, label=label).set(share)
