@@ -92,10 +92,14 @@ class _Worker:
             loop.remove_reader(descriptor)
         if result is None and not succeeded:
             self._connection.close()
-            raise InferenceError(f"the inference worker (pid {self.process.pid}) died: {self.process.exitcode}")
+            raise self._died()
         if not succeeded:
             raise InferenceError(str(result))
         return result
+
+    def _died(self) -> InferenceError:
+        # The exit code is not read here: the forkserver may not have reported it yet when the pipe ends.
+        return InferenceError(f"the inference worker (pid {self.process.pid}) died")
 
     async def ready(self) -> None:
         await self._reply()
@@ -105,7 +109,7 @@ class _Worker:
             self._connection.send(texts)
         except OSError as error:
             self._connection.close()
-            raise InferenceError(f"the inference worker (pid {self.process.pid}) died") from error
+            raise self._died() from error
         return await self._reply()  # type: ignore[return-value]
 
     async def close(self) -> None:
