@@ -22,7 +22,7 @@ class ClassifierModel(mlflow.pyfunc.PythonModel):
 
         self.classifier = load_classifier(context.artifacts["model"])
 
-    def predict(self, model_input, params=None):
+    def predict(self, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         texts = model_input[TEXT_COLUMN].astype(str).tolist()
         probabilities = self.classifier.predict_proba(texts)
         best = probabilities.argmax(axis=1)
