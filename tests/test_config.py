@@ -84,7 +84,9 @@ def test_a_missing_key_or_section_is_named(tmp_path: Path, section: str, key: st
 
 
 def test_exponent_floats_are_numbers_as_in_yaml_1_2(tmp_path: Path) -> None:
-    text = yaml.safe_dump(tiny_params(), sort_keys=False).replace("learning_rate: 0.0015", "learning_rate: 1e-3")
+    text = yaml.safe_dump(tiny_params(train={"learning_rate": 0.0015}), sort_keys=False)
+    assert "  learning_rate: 0.0015\n" in text
+    text = text.replace("  learning_rate: 0.0015\n", "  learning_rate: 1e-3\n")
     assert load_params(write(tmp_path, text)).train.learning_rate == 0.001
 
 

@@ -3,6 +3,7 @@
 The tests bring their own labels and a small three-label dataset, so they hold whatever data params.yaml names.
 """
 
+import itertools
 import re
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import sparse
+from sklearn.feature_extraction.text import TfidfTransformer
 from transformers import BertForMaskedLM
 
 from conftest import tiny_params
@@ -73,19 +76,44 @@ def test_a_masked_word_encoder_is_fine_tuned_with_its_weights_under_a_mean_pooli
     )
 
 
-def test_the_ngram_model_scores_each_piece_and_each_ordered_pair_of_a_text_without_its_padding() -> None:
+def hashed_counts(texts: list[list[int]], buckets: int) -> sparse.csr_matrix:
+    """Each text's counts of its pieces and ordered pairs of neighbours, hashed as HashedNgrams hashes them."""
+    counts = sparse.lil_matrix((len(texts), buckets))
+    for row, ids in enumerate(texts):
+        for bucket in [*ids, *((a * 1_000_003 + b) for a, b in itertools.pairwise(ids))]:
+            counts[row, bucket % buckets] += 1
+    return counts.tocsr()
+
+
+def test_the_ngram_model_scores_scikit_learns_tf_idf_of_each_piece_and_pair_without_the_padding() -> None:
     ngrams = HashedNgrams(buckets=1000, num_labels=2)
     with torch.no_grad():
-        ngrams.scores.weight.copy_(torch.arange(2000, dtype=torch.float32).reshape(1000, 2))
-    pairs = {(7, 9): (7 * 1_000_003 + 9) % 1000, (9, 7): (9 * 1_000_003 + 7) % 1000}
-    input_ids = torch.tensor([[7, 9, 0], [9, 7, 0], [7, 9, 5]])
-    attention_mask = torch.tensor([[1, 1, 0], [1, 1, 0], [1, 1, 1]])
-    scores = ngrams(input_ids, attention_mask)
-    weight = ngrams.scores.weight
-    assert torch.equal(scores[0], weight[7] + weight[9] + weight[pairs[7, 9]])
-    assert torch.equal(scores[1], weight[9] + weight[7] + weight[pairs[9, 7]])
-    assert not torch.equal(scores[0], scores[1])  # word order counts through the pairs
-    assert torch.equal(scores[2] - scores[0], weight[5] + weight[(9 * 1_000_003 + 5) % 1000])
+        ngrams.scores.weight.copy_(torch.randn(1000, 2, generator=torch.Generator().manual_seed(0)))
+    training = [[7, 9], [9, 7, 5], [5, 5, 11, 13], [7, 11]]
+    width = max(map(len, training))
+    padded = torch.tensor([ids + [0] * (width - len(ids)) for ids in training])
+    ngrams.fit_document_frequencies([(padded[:2], padded[:2] > 0), (padded[2:], padded[2:] > 0)])
+    texts = [[7, 9], [9, 7], [7, 7, 9, 5], [13, 404]]  # a repeated piece; a piece no training text has
+    input_ids = torch.tensor([ids + [0] * (4 - len(ids)) for ids in texts])
+    scores = ngrams(input_ids, (input_ids > 0).long())
+
+    tf_idf = TfidfTransformer(sublinear_tf=True).fit(hashed_counts(training, 1000))
+    expected = tf_idf.transform(hashed_counts(texts, 1000)) @ ngrams.scores.weight.detach().double().numpy()
+    assert np.allclose(scores.detach().numpy(), expected, atol=1e-5)
+    assert np.allclose(ngrams.inverse_document_frequency.numpy(), tf_idf.idf_, atol=1e-5)
+    assert not torch.allclose(scores[0], scores[1])  # word order counts through the pairs
+    alone = ngrams(input_ids[:1, :2], torch.ones(1, 2, dtype=torch.long))
+    assert torch.allclose(alone, scores[:1], atol=1e-6)  # padding changes nothing
+
+
+def test_the_ngram_models_document_frequencies_are_saved_with_the_model(tmp_path: Path) -> None:
+    tokenizer, model = build(model_params(ngram_buckets=64), LABELS, TEXTS * 10)
+    frequencies = model.ngrams.inverse_document_frequency
+    assert frequencies.min() == pytest.approx(1.0)  # [CLS] and [SEP] are in every text
+    assert frequencies.max() > 1.0
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    assert torch.equal(TextClassifier(tmp_path).model.ngrams.inverse_document_frequency, frequencies)
 
 
 def test_the_ngram_model_is_left_out_when_it_has_no_buckets() -> None:
@@ -152,6 +180,25 @@ def test_training_is_deterministic_and_keeps_the_best_epoch(params: Params, tmp_
     validation = a.predict_proba(splits.validation["text"].tolist()).argmax(axis=1)
     truth = encode_labels(splits.validation["label"], LABELS)
     assert (validation == truth).mean() == pytest.approx(best, abs=1e-6)
+
+
+def test_the_ngram_table_trains_at_its_own_learning_rate_with_the_same_weight_decay(params: Params) -> None:
+    _, model = build(params.model, LABELS, TEXTS * 10)
+    table = model.ngrams.scores.weight
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [table, model.classifier.weight], "weight_decay": 0.05},
+            {"params": [model.classifier.bias], "weight_decay": 0.0},
+        ],
+        lr=1e-3,
+    )
+    train_lib._own_learning_rate(optimizer, table, 0.02)
+    groups = [(group["params"], group["lr"], group["weight_decay"]) for group in optimizer.param_groups]
+    assert groups == [
+        ([model.classifier.weight], 1e-3, 0.05),
+        ([model.classifier.bias], 1e-3, 0.0),
+        ([table], 0.02, 0.05),
+    ]
 
 
 def test_batched_and_single_predictions_agree(params: Params, tmp_path: Path) -> None:

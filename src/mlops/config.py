@@ -105,6 +105,8 @@ class OptimiserParams(Section):
 class TrainParams(OptimiserParams):
     label_smoothing: Share
     progress_bar: bool
+    # The n-gram model's own rate (model.ngram_buckets); null: learning_rate.
+    ngram_learning_rate: Annotated[float, Field(gt=0, le=1)] | None = None
     # A GPU run: where to train, in what precision, and how many micro-batches make one optimiser step.
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     mixed_precision: Literal["none", "fp16", "bf16"] = "none"

@@ -105,6 +105,16 @@ class EncodedTexts(torch.utils.data.Dataset):
         return item
 
 
+def _own_learning_rate(optimizer: torch.optim.Optimizer, weight: torch.Tensor, learning_rate: float) -> None:
+    """Move ``weight`` out of the optimiser's parameter groups into one of its own at ``learning_rate``, with the
+    same weight decay; the Trainer's schedule (warm-up, then linear decay) scales it like the others."""
+    for group in optimizer.param_groups:
+        if any(parameter is weight for parameter in group["params"]):
+            group["params"] = [parameter for parameter in group["params"] if parameter is not weight]
+            optimizer.add_param_group({**group, "params": [weight], "lr": learning_rate})
+            return
+
+
 def _accuracy(prediction: EvalPrediction) -> dict[str, float]:
     return {"accuracy": float(accuracy_score(prediction.label_ids, np.argmax(prediction.predictions, axis=-1)))}
 
@@ -175,6 +185,10 @@ def train(splits: Splits, params: Params, output_dir: Path) -> list[dict[str, fl
             data_collator=DataCollatorWithPadding(tokenizer),
             compute_metrics=_accuracy,
         )
+        ngrams = getattr(model, "ngrams", None)
+        if ngrams is not None and params.train.ngram_learning_rate is not None:
+            # A linear model of sparse features: at the encoder's rate its scores barely move in a few epochs.
+            _own_learning_rate(trainer.create_optimizer(), ngrams.scores.weight, params.train.ngram_learning_rate)
         _check_same_tokenizer(tokenizer)
         # Each process has its own checkpoints folder and only rank 0 writes checkpoints, so the others
         # cannot load the best epoch at the end (transformers logs it quietly): they need not, rank 0 saves.
