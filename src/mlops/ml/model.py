@@ -60,14 +60,18 @@ class HashedNgrams(nn.Module):
         self.scores = nn.Embedding(buckets, num_labels)
         self.register_buffer("inverse_document_frequency", torch.ones(buckets))
 
-    def hashed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each text's row number and bucket of each of its pieces and pairs, padding left out."""
+    def counted(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The buckets of each text's pieces and pairs, padding left out, each once per text: the text's row
+        number, the bucket, and how many of the text's pieces and pairs fell in it."""
         # A large odd multiplier spreads the pairs over the buckets; a pair may share a piece's bucket.
         pairs = (input_ids[:, :-1] * 1_000_003 + input_ids[:, 1:]) % self.buckets
         buckets = torch.cat([input_ids % self.buckets, pairs], dim=1)
         present = torch.cat([attention_mask, attention_mask[:, :-1] * attention_mask[:, 1:]], dim=1).bool()
         rows = torch.arange(len(input_ids), device=input_ids.device).unsqueeze(1).expand_as(buckets)
-        return rows[present], buckets[present]
+        keys, counts = torch.unique(rows[present] * self.buckets + buckets[present], return_counts=True)
+        return keys // self.buckets, keys % self.buckets, counts
 
     @torch.no_grad()
     def fit_document_frequencies(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -76,16 +80,13 @@ class HashedNgrams(nn.Module):
         frequency = torch.zeros_like(self.inverse_document_frequency)
         documents = 0
         for input_ids, attention_mask in batches:
-            rows, buckets = self.hashed(input_ids, attention_mask)
-            in_texts = torch.unique(rows * self.buckets + buckets) % self.buckets
-            frequency += torch.bincount(in_texts, minlength=self.buckets).to(frequency.device, frequency.dtype)
+            _, buckets, _ = self.counted(input_ids, attention_mask)
+            frequency += torch.bincount(buckets, minlength=self.buckets).to(frequency.device, frequency.dtype)
             documents += len(input_ids)
         self.inverse_document_frequency.copy_(torch.log((1 + documents) / (1 + frequency)) + 1)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        rows, buckets = self.hashed(input_ids, attention_mask)
-        keys, counts = torch.unique(rows * self.buckets + buckets, return_counts=True)
-        rows, buckets = keys // self.buckets, keys % self.buckets
+        rows, buckets, counts = self.counted(input_ids, attention_mask)
         weights = (1 + torch.log(counts.to(self.scores.weight.dtype))) * self.inverse_document_frequency[buckets]
         lengths = torch.zeros(len(input_ids), dtype=weights.dtype, device=weights.device)
         lengths = lengths.index_add(0, rows, weights * weights).sqrt()
