@@ -48,6 +48,9 @@ def test_a_null_group_column_is_a_split_by_row(tmp_path: Path) -> None:
         ({"train": {"progress_bar": 1}}, "train.progress_bar: Input should be a valid boolean, got 1"),
         ({"train": {"weight_decay": float("inf")}}, "train.weight_decay: Input should be a finite number, got inf"),
         ({"train": {"learning_rate": float("nan")}}, "train.learning_rate: Input should be a finite number"),
+        ({"train": {"ngram_learning_rate": 0}}, "train.ngram_learning_rate: Input should be greater than 0"),
+        ({"train": {"ngram_learning_rate": float("nan")}}, "train.ngram_learning_rate: Input should be a finite"),
+        ({"train": {"ngram_learning_rate": "fast"}}, "train.ngram_learning_rate: Input should be a valid number"),
         ({"gate": {"minimum": {"accuracy": float("nan")}}}, "gate.minimum.accuracy: Input should be a finite number"),
         (
             {"gate": {"maximum": {"latency_p95_ms": float("inf")}}},
