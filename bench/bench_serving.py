@@ -8,11 +8,13 @@ The run's model is registered in a throwaway copy of the sqlite tracking store (
 registry is left alone), and both servers load it from there as models:/NAME@champion. Each is driven by
 `wrk` (a C load generator that barely loads the CPU; Debian package wrk) and by closed-loop async Python
 clients, one sentence per request. The same run measures the model's batched ceiling: the model alone
-scoring batches of serving.max_batch_size on one thread per core the server may use. `--overload` sends
-that many connections to `mlops serve` and reports the p99 of the requests it admitted (the others get
-503 beyond serving.max_queued_texts). The framework floor (framework_floor.py: FastAPI with /predict's
-request and response and nothing else) is driven by wrk too: what FastAPI's routing alone costs a request
-on one core (`mlops serve` answers /predict in front of it). Prints markdown tables and the ratios.
+scoring batches of serving.max_batch_size on one thread per core the server may use, just before and just
+after `mlops serve` is measured (the machine's speed drifts within minutes; the ratios use the mean of the
+two and print the range). `--overload` sends that many connections to `mlops serve` and reports the p99
+of the requests it admitted (the others get 503 beyond serving.max_queued_texts). The framework floor
+(framework_floor.py: FastAPI with /predict's request and response and nothing else) is driven by wrk too:
+what FastAPI's routing alone costs a request on one core (`mlops serve` answers /predict in front of it).
+Prints markdown tables and the ratios.
 Timings only mean something on an otherwise idle machine: the bench prints the load average before and after.
 """
 
@@ -261,15 +263,20 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def ratios(results: list[Result], ceiling: float, threads: int) -> str:
+def ratios(results: list[Result], ceilings: list[float], threads: int) -> str:
     by_key = {(r.server, r.client, r.connections): r for r in results}
-    lines = [f"model ceiling: {ceiling:.0f} texts/s (batches of max_batch_size on {threads} threads, same run)"]
+    ceiling = sum(ceilings) / 2
+    lines = [
+        f"model ceiling: {ceiling:.0f} texts/s, the mean of {ceilings[0]:.0f} just before and {ceilings[1]:.0f} "
+        f"just after mlops serve's measurements (batches of max_batch_size on {threads} threads)"
+    ]
     for (server, client, connections), ours in sorted(by_key.items()):
         if server != "mlops serve" or client != "wrk":
             continue
         line = (
             f"wrk, {connections} connections: p99 {ours.percentiles_ms[99] / ours.percentiles_ms[50]:.1f}x p50, "
-            f"{ours.rps / ceiling:.2f} of the model's ceiling"
+            f"{ours.rps / ceiling:.2f} of the model's ceiling "
+            f"({ours.rps / max(ceilings):.2f} to {ours.rps / min(ceilings):.2f})"
         )
         theirs = by_key.get(("mlflow models serve", client, connections))
         if theirs:
@@ -308,7 +315,8 @@ def main() -> None:
         env.update(HF_HUB_OFFLINE="1", MLFLOW_DISABLE_TELEMETRY="true", TOKENIZERS_PARALLELISM="false")
         print(f"load average before: {load_average()} ({os.cpu_count()} cores)")
         threads = len(os.sched_getaffinity(0))  # the ceiling uses every core the server may use
-        ceiling = model_ceiling(env, threads, params["serving"]["max_batch_size"], args.duration)
+        batch_size = params["serving"]["max_batch_size"]
+        ceilings = [model_ceiling(env, threads, batch_size, args.duration)]
         ours_port, theirs_port, floor_port = free_port(), free_port(), free_port()
         servers = [
             (
@@ -353,10 +361,12 @@ def main() -> None:
                 if args.overload and target.name == "mlops serve":
                     results.append(asyncio.run(drive(target, args.overload, args.duration, args.warmup)))
                     print(f"measured {target.name} at {args.overload} Python clients", file=sys.stderr)
+            if target.name == "mlops serve":
+                ceilings.append(model_ceiling(env, threads, batch_size, args.duration))
         print(f"load average after: {load_average()}")
     print(table(results))
     print()
-    print(ratios(results, ceiling, threads))
+    print(ratios(results, ceilings, threads))
 
 
 if __name__ == "__main__":
