@@ -265,7 +265,7 @@ def table(results: list[Result]) -> str:
 
 def ratios(results: list[Result], ceilings: list[float], threads: int) -> str:
     by_key = {(r.server, r.client, r.connections): r for r in results}
-    ceiling = sum(ceilings) / 2
+    ceiling = sum(ceilings) / len(ceilings)
     lines = [
         f"model ceiling: {ceiling:.0f} texts/s, the mean of {ceilings[0]:.0f} just before and {ceilings[1]:.0f} "
         f"just after mlops serve's measurements (batches of max_batch_size on {threads} threads)"
