@@ -30,7 +30,7 @@ from mlops.serving.app import RecentPredictions, build_server, create_app
 from mlops.serving.batcher import Batcher
 from mlops.serving.models import ModelSource, ServingError
 from mlops.serving.router import bucket, route
-from mlops.serving.workers import InferenceError, InferenceWorkers, inference_workers
+from mlops.serving.workers import InferenceError, InferenceWorkers, inference_workers, server_processes
 from monitoring_stack import sample
 from serving_helpers import broken_copy
 
@@ -125,9 +125,13 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_rows() -> None:
         assert rows.tolist() == [[size, 0], [size, 0]]
 
 
-def test_inference_workers_default_to_the_cpus_the_process_may_use() -> None:
+def test_server_processes_and_inference_workers_default_to_sharing_the_cpus_the_process_may_use() -> None:
     settings = Params.model_validate(tiny_params()).serving
-    assert settings.inference_workers is None and inference_workers(settings) == joblib.cpu_count() >= 1
+    assert settings.server_processes is None and server_processes(settings) == joblib.cpu_count() >= 1
+    assert settings.inference_workers is None and inference_workers(settings) == 1
+    one_process = settings.model_copy(update={"server_processes": 1})
+    assert server_processes(one_process) == 1 and inference_workers(one_process) == joblib.cpu_count()
+    assert inference_workers(settings.model_copy(update={"server_processes": 64})) == 1
     assert inference_workers(settings.model_copy(update={"inference_workers": 4})) == 4
 
 

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -30,7 +31,13 @@ from serving_helpers import broken_copy
 pytestmark = pytest.mark.slow
 
 MODEL_NAME = "served-model"
-SERVING = {"challenger_share": 0.5, "reload_seconds": 3600, "max_items": 8, "max_text_chars": 200}
+SERVING = {
+    "challenger_share": 0.5,
+    "reload_seconds": 3600,
+    "max_items": 8,
+    "max_text_chars": 200,
+    "server_processes": 2,
+}
 CHAMPION_USER = next(key for key in (f"user-{n}" for n in range(100)) if route(key, 0.5) == "champion")
 
 
@@ -60,6 +67,8 @@ class Registry:
 class Server:
     url: str
     stdout: Path
+    stderr: Path
+    process: subprocess.Popen
 
 
 def copy_registry(pipeline_project: Path, directory: Path) -> Registry:
@@ -107,7 +116,7 @@ def serving(directory: Path, serving_params: dict, *args: str, env: dict | None 
             return httpx.get(f"{url}/readyz").status_code == 200
 
         wait_for(ready, 300, "mlops serve to load its models")
-        yield Server(url, stdout)
+        yield Server(url, stdout, stderr, process)
     finally:
         process.terminate()
         process.wait(timeout=60)
@@ -127,6 +136,16 @@ def predict(server: Server, **body: object) -> dict:
 
 def metrics(server: Server) -> str:
     return httpx.get(f"{server.url}/metrics").text
+
+
+def access_log(server: Server, request_ids: set[str]) -> dict[str, dict]:
+    """The access log's lines by request id, once it holds every one of ``request_ids``."""
+
+    def logged() -> dict[str, dict]:
+        entries = {entry["request_id"]: entry for entry in map(json.loads, server.stdout.read_text().splitlines())}
+        return entries if request_ids <= entries.keys() else {}
+
+    return wait_for(logged, 10, f"{len(request_ids)} requests in the access log")
 
 
 def test_serves_the_champion_and_challenger_aliases_with_sticky_routing(server: Server) -> None:
@@ -170,13 +189,7 @@ def test_concurrent_requests_are_batched_on_the_server(server: Server) -> None:
 def test_access_logs_are_one_json_object_per_line(server: Server) -> None:
     answer = predict(server, texts=["fine", "poor"], key="logger")
     rejected = httpx.post(f"{server.url}/predict", json={"texts": []}).headers["x-request-id"]
-
-    def logged() -> dict[str, dict]:
-        entries = [json.loads(line) for line in server.stdout.read_text().splitlines()]
-        found = {entry["request_id"]: entry for entry in entries}
-        return found if {answer["request_id"], rejected} <= found.keys() else {}
-
-    entries = wait_for(logged, 10, "both requests in the access log")
+    entries = access_log(server, {answer["request_id"], rejected})
     entry = entries[answer["request_id"]]
     assert entry["status"] == 200 and entry["path"] == "/predict" and entry["method"] == "POST"
     assert (entry["variant"], entry["version"]) == (answer["variant"], answer["version"])
@@ -192,17 +205,65 @@ def test_a_feedback_log_line_joins_its_prediction_by_request_id(server: Server) 
     judged = httpx.post(f"{server.url}/feedback", json={"request_id": answer["request_id"], "index": 1, "label": label})
     assert judged.status_code == 200, judged.text
     feedback_id = judged.headers["x-request-id"]
-
-    def logged() -> dict[str, dict]:
-        entries = {entry["request_id"]: entry for entry in map(json.loads, server.stdout.read_text().splitlines())}
-        return entries if {answer["request_id"], feedback_id} <= entries.keys() else {}
-
-    entries = wait_for(logged, 10, "the prediction and its feedback in the access log")
+    entries = access_log(server, {answer["request_id"], feedback_id})
     prediction, feedback = entries[answer["request_id"]], entries[feedback_id]
     assert feedback["path"] == "/feedback" and feedback["for_request_id"] == answer["request_id"]
     assert (feedback["variant"], feedback["version"]) == (prediction["variant"], prediction["version"])
     assert (prediction["variant"], prediction["version"]) == (answer["variant"], answer["version"])
     assert "for_request_id" not in prediction
+
+
+# Several server processes (serving.server_processes) share the port and answer as one server
+
+
+def answering_processes(server: Server, requests: list[httpx.Response]) -> list[int]:
+    """The pid of the server process that answered each request, from the access log."""
+    entries = access_log(server, {request.headers["x-request-id"] for request in requests})
+    return [entries[request.headers["x-request-id"]]["pid"] for request in requests]
+
+
+def test_feedback_and_metrics_count_across_the_server_processes(server: Server) -> None:
+    """Each new connection reaches either process: feedback finds its prediction in the process that answered
+    it, and /metrics counts every process's requests whichever process a scrape reaches."""
+    before = metrics(server)
+    texts = {"key": CHAMPION_USER}
+    answers = [httpx.post(f"{server.url}/predict", json={"text": f"review {n}", **texts}) for n in range(40)]
+    judged = [
+        httpx.post(
+            f"{server.url}/feedback",
+            json={"request_id": answer.json()["request_id"], "label": answer.json()["predictions"][0]["label"]},
+        )
+        for answer in answers
+    ]
+    assert [response.status_code for response in answers + judged] == [200] * 80
+    predicted_in, judged_in = answering_processes(server, answers), answering_processes(server, judged)
+    assert len(set(predicted_in)) == 2, "one process took every connection"
+    assert any(map(int.__ne__, predicted_in, judged_in)), "no feedback reached the other process"
+    for _ in range(4):
+        after = metrics(server)
+        for name, labels in [
+            ("mlops_requests_total", {"status": "200"}),
+            ("mlops_feedback_total", {"correct": "true"}),
+        ]:
+            counted = sample(after, name, variant="champion", **labels) - sample(
+                before, name, variant="champion", **labels
+            )
+            assert counted == 40, name
+
+
+def test_an_injected_fault_reaches_every_server_process(server: Server) -> None:
+    def ask() -> list[httpx.Response]:
+        return [httpx.post(f"{server.url}/predict", json={"text": "x", "key": CHAMPION_USER}) for _ in range(20)]
+
+    fault = {"variant": "champion", "error_rate": 1.0, "delay_ms": 0}
+    assert httpx.post(f"{server.url}/admin/faults", json=fault).status_code == 200
+    try:
+        failed = ask()
+    finally:
+        httpx.post(f"{server.url}/admin/faults", json={**fault, "error_rate": 0.0})
+    assert {response.status_code for response in failed} == {500}
+    assert len(set(answering_processes(server, failed))) == 2
+    assert {response.status_code for response in ask()} == {200}
 
 
 def test_schemathesis_finds_no_server_error_or_undocumented_response(server: Server, tmp_path: Path) -> None:
@@ -420,6 +481,39 @@ def test_a_champion_with_nan_weights_stops_the_server_at_start_with_one_line(
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: refusing {broken}: it gives NaN"), result.stderr
     assert "Traceback" not in result.stderr
+
+
+# The supervisor of the server processes
+
+
+@contextlib.contextmanager
+def two_processes(pipeline_project: Path, directory: Path) -> Iterator[tuple[Server, list[int]]]:
+    """A server of two processes on the trained model folder, and the pids of the two."""
+    model = str(pipeline_project / "models" / "model")
+    with serving(directory, {"server_processes": 2}, "--champion", model) as running:
+        answers = [httpx.post(f"{running.url}/predict", json={"text": "x"}) for _ in range(40)]
+        yield running, sorted(set(answering_processes(running, answers)))
+
+
+def test_a_server_process_that_dies_stops_the_others_with_a_one_line_error(
+    pipeline_project: Path, tmp_path: Path
+) -> None:
+    with two_processes(pipeline_project, tmp_path) as (server, [killed, survivor]):
+        os.kill(killed, signal.SIGKILL)
+        assert server.process.wait(timeout=60) == 1
+    last = server.stderr.read_text().strip().splitlines()[-1]
+    assert last.startswith("error: mlops-serve-") and last.endswith(
+        f"(pid {killed}) exited (killed by SIGKILL): stopped the others; see its log above"
+    ), last
+    assert not Path(f"/proc/{survivor}").exists()
+
+
+def test_sigterm_lets_every_server_process_finish_and_exits_0(pipeline_project: Path, tmp_path: Path) -> None:
+    with two_processes(pipeline_project, tmp_path) as (server, pids):
+        server.process.terminate()
+        assert server.process.wait(timeout=60) == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
+    assert "Traceback" not in server.stderr.read_text()
 
 
 # The periodic registry poll (serving.reload_seconds), without /admin/reload

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prometheus_client import generate_latest
 
-from mlops.serving.metrics import Metrics
+from mlops.serving.metrics import Metrics, merge_expositions
 from monitoring_stack import sample, series_absent
 
 SHARE = {"rotten": 0.25, "fresh": 0.75}
@@ -71,4 +71,34 @@ def test_online_accuracy_is_the_running_share_of_correct_feedback() -> None:
     assert sample(text, "mlops_online_accuracy", variant="champion") == 0.75
     assert sample(text, "mlops_feedback_total", variant="champion", correct="true") == 3
     assert sample(text, "mlops_feedback_total", variant="champion", correct="false") == 1
+    assert series_absent(text, "mlops_online_accuracy", variant="challenger")
+
+
+def test_several_server_processes_expose_one_set_of_series_summed_where_they_count() -> None:
+    """What /metrics answers for serving.server_processes > 1 (merge_expositions): one process's exposition comes
+    back unchanged; counts and histograms add up; what every process holds alike is not multiplied; and the
+    online accuracy is the accuracy of the summed feedback, not an average of the processes' accuracies."""
+    first, second = Metrics(), Metrics()
+    for metrics in (first, second):
+        metrics.model_loaded("champion", "reviews", "3", SHARE)
+        metrics.load_failures.labels(variant="champion").inc()
+    first.requests.labels(variant="champion", status="200").inc(3)
+    second.requests.labels(variant="champion", status="200").inc(4)
+    first.latency.labels(variant="champion").observe(0.004)
+    second.latency.labels(variant="champion").observe(0.3)
+    first.record_feedback("champion", True)
+    for correct in (True, False, False):
+        second.record_feedback("champion", correct)
+
+    assert merge_expositions([exposition(first)]).decode() == exposition(first)
+    text = merge_expositions([exposition(first), exposition(second)]).decode()
+    assert sample(text, "mlops_requests_total", variant="champion", status="200") == 7
+    assert sample(text, "mlops_request_latency_seconds_count", variant="champion") == 2
+    assert sample(text, "mlops_request_latency_seconds_bucket", variant="champion", le="0.005") == 1
+    assert sample(text, "mlops_request_latency_seconds_bucket", variant="champion", le="+Inf") == 2
+    assert sample(text, "mlops_feedback_total", variant="champion", correct="true") == 2
+    assert sample(text, "mlops_online_accuracy", variant="champion") == 0.5  # 2 of 4; the processes had 1 and 1/3
+    assert sample(text, "mlops_model_info", variant="champion", version="3", model="reviews") == 1
+    assert sample(text, "mlops_training_label_share", variant="champion", label="fresh") == 0.75
+    assert sample(text, "mlops_model_load_failures_total", variant="champion") == 1
     assert series_absent(text, "mlops_online_accuracy", variant="challenger")

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from mlops import determinism
+from mlops import determinism, logs
 from mlops.config import DEFAULT_PARAMS, Params, load_params
 from mlops.errors import MlopsError, UsageError
 
@@ -22,7 +22,7 @@ ParamsOption = Annotated[Path, typer.Option("--params", help="The parameters fil
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more detail.")] = False) -> None:
     """Train, evaluate, report on, deploy and serve the model."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logs.configure(logging.DEBUG if verbose else logging.INFO)
 
 
 def _stages(settings: Params) -> ModuleType:
@@ -280,9 +280,9 @@ def serve(
 
     check_address(host, port)
     settings = load_params(params)
-    from mlops.serving import app as serving
+    from mlops.serving import processes
 
-    serving.serve(settings, serving.model_sources(settings, champion, challenger), host, port, fault_injection)
+    processes.serve(settings, champion, challenger, host, port, fault_injection)
 
 
 registry_app = typer.Typer(

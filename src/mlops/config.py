@@ -160,6 +160,7 @@ class ServingParams(Section):
     shadow: bool
     max_batch_size: PositiveInt
     max_batch_wait_ms: Annotated[float, Field(ge=0, le=1000)]
+    server_processes: PositiveInt | None
     inference_workers: PositiveInt | None
     max_items: PositiveInt
     max_text_chars: PositiveInt

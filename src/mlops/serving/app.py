@@ -6,12 +6,10 @@ and, with fault injection on, POST /admin/faults.
 
 # No `from __future__ import annotations`: FastAPI must see the request class built inside create_app.
 import asyncio
-import functools
-import gc
 import json
 import logging
+import os
 import random
-import sys
 import time
 import uuid
 from collections import Counter, OrderedDict
@@ -29,10 +27,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlops.config import Params, ServingParams
-from mlops.serving.limits import BodyLimits, HeaderDeadlineProtocol
-from mlops.serving.metrics import Metrics
+from mlops.serving.limits import BodyLimits
+from mlops.serving.metrics import Metrics, merge_expositions
 from mlops.serving.models import ModelPool, ModelSource
 from mlops.serving.router import VARIANTS, Variant, route
+from mlops.serving.siblings import Siblings
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("mlops.serving.access")
@@ -194,6 +193,7 @@ class RequestObserver:
     def __init__(self, app: ASGIApp, server: "ModelServer") -> None:
         self.app = app
         self.server = server
+        self.pid = os.getpid()  # which of the server processes answered (serving/processes.py)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -224,7 +224,7 @@ class RequestObserver:
             if path == "/predict":
                 self.server.metrics.requests.labels(variant=state["variant"], status=str(status)).inc()
                 self.server.metrics.latency.labels(variant=state["variant"]).observe(elapsed)
-            if path not in UNLOGGED_PATHS:
+            if path not in UNLOGGED_PATHS and not self.server.siblings.asking(scope):
                 entry = {
                     "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
                     "request_id": request_id,
@@ -234,6 +234,7 @@ class RequestObserver:
                     "variant": state["variant"] if path == "/predict" or state["for_request_id"] else None,
                     "version": state["version"],
                     "latency_ms": round(elapsed * 1000, 3),
+                    "pid": self.pid,
                 }
                 if state["for_request_id"]:
                     entry["for_request_id"] = state["for_request_id"]
@@ -280,13 +281,22 @@ class PredictEndpoint:
 
 
 class ModelServer:
-    """The state behind the routes: the model pool, the metrics, recent answers and injected faults."""
+    """The state behind the routes: the model pool, the metrics, recent answers and injected faults; what a
+    client must see whole across the server processes (feedback, admin calls, metrics) also asks the siblings."""
 
-    def __init__(self, pool: ModelPool, settings: ServingParams, metrics: Metrics, fault_injection: bool) -> None:
+    def __init__(
+        self,
+        pool: ModelPool,
+        settings: ServingParams,
+        metrics: Metrics,
+        fault_injection: bool,
+        siblings: Siblings | None = None,
+    ) -> None:
         self.pool = pool
         self.settings = settings
         self.metrics = metrics
         self.fault_injection = fault_injection
+        self.siblings = siblings or Siblings()
         self.recent = RecentPredictions(settings.feedback_window)
         self.faults: dict[Variant, Fault] = {}
         self.ready = False
@@ -363,8 +373,15 @@ class ModelServer:
         self.metrics.requests.labels(variant="challenger", status=str(status)).inc()
         self.metrics.latency.labels(variant="challenger").observe(time.perf_counter() - started)
 
-    def feedback(self, body: FeedbackRequest) -> FeedbackResponse:
+    async def feedback(self, body: FeedbackRequest, scope: Scope) -> FeedbackResponse:
+        """Score the feedback here, or where the request it judges was answered (another server process)."""
         record = self.recent.get(body.request_id)
+        if record is None and not self.siblings.asking(scope):
+            answer = await self.siblings.feedback(body.model_dump())
+            if answer is not None and answer.is_success:
+                return FeedbackResponse.model_validate_json(answer.content)
+            if answer is not None:
+                raise HTTPException(answer.status_code, answer.json()["detail"])
         if record is None:
             raise HTTPException(
                 404,
@@ -390,6 +407,29 @@ class ModelServer:
             results.append(FeedbackResult(variant=variant, version=version, predicted=predicted, correct=correct))
         return FeedbackResponse(request_id=body.request_id, label=body.label, results=results)
 
+    async def exposition(self, scope: Scope) -> bytes:
+        """The Prometheus metrics of this process, merged with its siblings' unless a sibling asks."""
+        own = generate_latest(self.metrics.registry)
+        if self.siblings.asking(scope) or not self.siblings.others:
+            return own
+        answers = await self.siblings.ask_all("GET", "/metrics")
+        return merge_expositions([own.decode(), *(answer.text for answer in answers)])
+
+    async def reload(self, scope: Scope) -> dict[str, dict[str, str | bool | None]]:
+        """Re-resolve the registry aliases here and, unless a sibling asks, in every sibling too."""
+        siblings = [] if self.siblings.asking(scope) else [self.siblings.ask_all("POST", "/admin/reload")]
+        report, *_ = await asyncio.gather(self.pool.refresh(), *siblings)
+        return report
+
+    async def inject(self, body: FaultRequest, scope: Scope) -> None:
+        """Set (zeros: clear) a variant's injected fault here and, unless a sibling asks, in every sibling."""
+        if body.error_rate == 0 and body.delay_ms == 0:
+            self.faults.pop(body.variant, None)
+        else:
+            self.faults[body.variant] = Fault(body.error_rate, body.delay_ms)
+        if not self.siblings.asking(scope):
+            await self.siblings.ask_all("POST", "/admin/faults", body.model_dump())
+
     async def poll(self) -> None:
         while True:
             await asyncio.sleep(self.settings.reload_seconds)
@@ -401,6 +441,7 @@ class ModelServer:
     async def close(self) -> None:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        await self.siblings.close()
         await self.pool.close()
 
 
@@ -453,7 +494,7 @@ def create_app(server: ModelServer) -> ASGIApp:
     )
     async def feedback(body: FeedbackRequest, request: Request) -> FeedbackResponse:
         """The true label of an answered request: counts towards each variant's online accuracy."""
-        response = server.feedback(body)
+        response = await server.feedback(body, request.scope)
         # In shadow mode the champion answered and the challenger scored a copy; otherwise one variant answered.
         answered = next((result for result in response.results if result.variant == "champion"), response.results[0])
         request.state.variant, request.state.version = answered.variant, answered.version
@@ -476,24 +517,21 @@ def create_app(server: ModelServer) -> ASGIApp:
         return {"status": "ready", "champion": champion.version, "challenger": challenger_version}
 
     @app.get("/metrics", response_class=Response)
-    async def metrics() -> Response:
-        """Prometheus metrics."""
-        return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics (of every server process)."""
+        return Response(await server.exposition(request.scope), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/admin/reload")
-    async def reload() -> dict[str, dict[str, str | bool | None]]:
+    async def reload(request: Request) -> dict[str, dict[str, str | bool | None]]:
         """Re-resolve the registry aliases now; a version that fails to load leaves the old one serving."""
-        return await server.pool.refresh()
+        return await server.reload(request.scope)
 
     if server.fault_injection:
 
         @app.post("/admin/faults")
-        async def faults(body: FaultRequest) -> dict[str, float | str]:
+        async def faults(body: FaultRequest, request: Request) -> dict[str, float | str]:
             """Make a variant fail at a rate and/or answer late (alert tests); zeros clear it."""
-            if body.error_rate == 0 and body.delay_ms == 0:
-                server.faults.pop(body.variant, None)
-            else:
-                server.faults[body.variant] = Fault(body.error_rate, body.delay_ms)
+            await server.inject(body, request.scope)
             return body.model_dump()
 
     predict_first = PredictEndpoint(app, server, PredictRequest)
@@ -514,7 +552,12 @@ def model_sources(params: Params, champion: str | None, challenger: str | None) 
     return sources
 
 
-def build_server(params: Params, sources: dict[Variant, ModelSource], fault_injection: bool = False) -> ModelServer:
+def build_server(
+    params: Params,
+    sources: dict[Variant, ModelSource],
+    fault_injection: bool = False,
+    siblings: Siblings | None = None,
+) -> ModelServer:
     """Load the models (the champion must load) and the state the app serves from."""
     import torch
 
@@ -526,31 +569,4 @@ def build_server(params: Params, sources: dict[Variant, ModelSource], fault_inje
     metrics = Metrics()
     pool = ModelPool(sources, metrics, params.serving, params.threads)
     pool.load_initial()
-    return ModelServer(pool, params.serving, metrics, fault_injection)
-
-
-def serve(params: Params, sources: dict[Variant, ModelSource], host: str, port: int, fault_injection: bool) -> None:
-    """Run the server until interrupted; access logs go to stdout, one JSON object a line."""
-    import uvicorn
-
-    server = build_server(params, sources, fault_injection)
-    # What is loaded by now (torch, transformers, MLflow, the models: some 400,000 objects) lives as long as the
-    # process. Out of the collector's sight, it no longer makes each full collection a pause of 0.3-0.9 s.
-    gc.freeze()
-    # The access log's line is most of what a request costs the event loop beyond HTTP: skip what it does not
-    # print (the caller's frame, thread and process names), as the logging documentation's Optimization advises.
-    logging._srcfile = None
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    access_log.addHandler(handler)
-    access_log.setLevel(logging.INFO)
-    access_log.propagate = False
-    uvicorn.run(
-        create_app(server),
-        host=host,
-        port=port,
-        http=functools.partial(HeaderDeadlineProtocol, header_timeout=params.serving.read_timeout_seconds),
-        access_log=False,
-        timeout_graceful_shutdown=30,
-    )
+    return ModelServer(pool, params.serving, metrics, fault_injection, siblings)

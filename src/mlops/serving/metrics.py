@@ -3,11 +3,17 @@ recording rules, the Grafana dashboard and `mlops canary analyze`): rename nothi
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Iterable, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from mlops.serving.router import VARIANTS
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0)
+# What each server process holds alike (a failed load fails in every process): merged by the maximum, not summed.
+SAME_IN_EVERY_PROCESS = frozenset({"mlops_model_load_failures"})
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 CHARS_BUCKETS = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
@@ -111,3 +117,45 @@ class Metrics:
         right, total = self._feedback_counts.setdefault(variant, [0, 0])
         self._feedback_counts[variant] = [right + correct, total + 1]
         self.online_accuracy.labels(variant=variant).set((right + correct) / (total + 1))
+
+
+def merge_expositions(expositions: Sequence[str]) -> bytes:
+    """One exposition for several server processes (serving/processes.py): counts and histograms summed, gauges
+    and what every process holds alike by their maximum (timestamps by their minimum), and the online accuracy
+    recomputed from the summed feedback."""
+    families: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for exposition in expositions:
+        for family in text_string_to_metric_families(exposition):
+            families.setdefault(family.name, family)
+            merged = values.setdefault(family.name, {})
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                if key not in merged:
+                    merged[key] = sample.value
+                elif sample.name.endswith("_created"):
+                    merged[key] = min(merged[key], sample.value)
+                elif family.type == "gauge" or family.name in SAME_IN_EVERY_PROCESS:
+                    merged[key] = max(merged[key], sample.value)
+                else:
+                    merged[key] += sample.value
+    feedback = values.get("mlops_feedback", {})
+    for key in values.get("mlops_online_accuracy", {}):
+        variant = dict(key[1])["variant"]
+        right, wrong = (
+            feedback.get(("mlops_feedback_total", (("correct", correct), ("variant", variant))), 0.0)
+            for correct in ("true", "false")
+        )
+        values["mlops_online_accuracy"][key] = right / (right + wrong)
+
+    class Merged:
+        def collect(self) -> Iterable[Metric]:
+            for name, family in families.items():
+                metric = Metric(name, family.documentation, family.type, family.unit)
+                for (sample_name, labels), value in values[name].items():
+                    metric.add_sample(sample_name, dict(labels), value)
+                yield metric
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Merged())
+    return generate_latest(registry)

@@ -28,10 +28,16 @@ _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(["mlops.ml.model"])
 
 
+def server_processes(settings: ServingParams) -> int:
+    """Processes answering HTTP (serving/processes.py): serving.server_processes, or one per CPU this process
+    may use (its affinity and a container's CPU quota, as joblib counts them: not the node's cores)."""
+    return settings.server_processes or joblib.cpu_count()
+
+
 def inference_workers(settings: ServingParams) -> int:
-    """Worker processes per served version: serving.inference_workers, or one per CPU this process may use
-    (its affinity and a container's CPU quota, as joblib counts them: not the node's cores)."""
-    return settings.inference_workers or joblib.cpu_count()
+    """Worker processes per served version in each server process: serving.inference_workers, or the CPUs
+    shared among the server processes (at least one each)."""
+    return settings.inference_workers or max(1, joblib.cpu_count() // server_processes(settings))
 
 
 class InferenceError(RuntimeError):
