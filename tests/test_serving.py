@@ -125,6 +125,24 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_rows() -> None:
         assert rows.tolist() == [[size, 0], [size, 0]]
 
 
+def test_requests_queued_in_the_turn_after_the_first_join_its_batch() -> None:
+    """Clients answered together ask again together: the loop reads the others' requests just after the first."""
+    model = SlowModel()
+    model.release.set()
+
+    async def scenario() -> None:
+        batcher = Batcher(model, max_batch_size=8, max_wait_seconds=0)
+        batcher.start()
+        first = asyncio.create_task(batcher.submit(["a"]))
+        await asyncio.sleep(0)  # the first request is queued (and wakes the batcher) in this turn ...
+        others = [asyncio.create_task(batcher.submit([text])) for text in "bcd"]  # ... the others in the next
+        await asyncio.gather(first, *others)
+        await batcher.close()
+
+    asyncio.run(scenario())
+    assert model.batches == [["a", "b", "c", "d"]]
+
+
 def test_server_processes_and_inference_workers_default_to_sharing_the_cpus_the_process_may_use() -> None:
     settings = Params.model_validate(tiny_params()).serving
     assert settings.server_processes is None and server_processes(settings) == joblib.cpu_count() >= 1
