@@ -9,9 +9,10 @@ registry is left alone), and both servers load it from there as models:/NAME@cha
 `wrk` (a C load generator that barely loads the CPU; Debian package wrk) and by closed-loop async Python
 clients, one sentence per request. The same run measures the model's batched ceiling: the model alone
 scoring batches of serving.max_batch_size on one thread per core the server may use, just before and just
-after `mlops serve` is measured (the machine's speed drifts within minutes; the ratios use the mean of the
-two and print the range). `--overload` sends that many connections to `mlops serve` and reports the p99
-of the requests it admitted (the others get 503 beyond serving.max_queued_texts). The framework floor
+after each of `mlops serve`'s wrk measurements, while the server idles (the machine's speed drifts within
+minutes; each ratio uses the mean of the two around its measurement and prints the range). `--overload`
+sends that many connections to `mlops serve` and reports the p99 of the requests it admitted (the others
+get 503 beyond serving.max_queued_texts). The framework floor
 (framework_floor.py: FastAPI with /predict's request and response and nothing else) is driven by wrk too:
 what FastAPI's routing alone costs a request on one core (`mlops serve` answers /predict in front of it).
 Prints markdown tables and the ratios.
@@ -263,20 +264,20 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def ratios(results: list[Result], ceilings: list[float], threads: int) -> str:
+def ratios(results: list[Result], ceilings: dict[int, tuple[float, float]], threads: int) -> str:
+    """One line per wrk measurement of mlops serve; ``ceilings`` holds the two around each (by connections)."""
     by_key = {(r.server, r.client, r.connections): r for r in results}
-    ceiling = sum(ceilings) / len(ceilings)
-    lines = [
-        f"model ceiling: {ceiling:.0f} texts/s, the mean of {ceilings[0]:.0f} just before and {ceilings[1]:.0f} "
-        f"just after mlops serve's measurements (batches of max_batch_size on {threads} threads)"
-    ]
+    lines = []
     for (server, client, connections), ours in sorted(by_key.items()):
         if server != "mlops serve" or client != "wrk":
             continue
+        before, after = ceilings[connections]
+        ceiling = (before + after) / 2
         line = (
             f"wrk, {connections} connections: p99 {ours.percentiles_ms[99] / ours.percentiles_ms[50]:.1f}x p50, "
-            f"{ours.rps / ceiling:.2f} of the model's ceiling "
-            f"({ours.rps / max(ceilings):.2f} to {ours.rps / min(ceilings):.2f})"
+            f"{ours.rps / ceiling:.2f} of the model's ceiling ({ours.rps / max(before, after):.2f} to "
+            f"{ours.rps / min(before, after):.2f}; {before:.0f} texts/s just before, {after:.0f} just after, "
+            f"batches of max_batch_size on {threads} threads)"
         )
         theirs = by_key.get(("mlflow models serve", client, connections))
         if theirs:
@@ -316,7 +317,8 @@ def main() -> None:
         print(f"load average before: {load_average()} ({os.cpu_count()} cores)")
         threads = len(os.sched_getaffinity(0))  # the ceiling uses every core the server may use
         batch_size = params["serving"]["max_batch_size"]
-        ceilings = [model_ceiling(env, threads, batch_size, args.duration)]
+        ceiling = model_ceiling(env, threads, batch_size, args.duration)
+        ceilings: dict[int, tuple[float, float]] = {}  # around each wrk measurement of mlops serve
         ours_port, theirs_port, floor_port = free_port(), free_port(), free_port()
         servers = [
             (
@@ -353,6 +355,9 @@ def main() -> None:
                 for connections in args.connections:
                     results.append(wrk(target, connections, args.duration, args.warmup, workdir))
                     print(f"measured {target.name} at {connections} wrk connections", file=sys.stderr)
+                    if target.name == "mlops serve":
+                        after = model_ceiling(env, threads, batch_size, args.duration)
+                        ceilings[connections], ceiling = (ceiling, after), after
                 if target.name == FLOOR:
                     continue
                 for clients in args.clients:
@@ -361,8 +366,6 @@ def main() -> None:
                 if args.overload and target.name == "mlops serve":
                     results.append(asyncio.run(drive(target, args.overload, args.duration, args.warmup)))
                     print(f"measured {target.name} at {args.overload} Python clients", file=sys.stderr)
-            if target.name == "mlops serve":
-                ceilings.append(model_ceiling(env, threads, batch_size, args.duration))
         print(f"load average after: {load_average()}")
     print(table(results))
     print()
