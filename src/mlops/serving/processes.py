@@ -134,9 +134,10 @@ def _supervise(children: list[tuple[BaseProcess, Connection]]) -> None:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stop)
-    wait([process.sentinel for process, _ in children])
+    ended = wait([process.sentinel for process, _ in children])
     if not stopping.is_set():
-        process = next(process for process, _ in children if not process.is_alive())
+        # By its sentinel: a process's pipes close a moment before the kernel lets it be waited for.
+        process = next(process for process, _ in children if process.sentinel in ended)
         process.join()
         raise ServerProcessError(
             f"{process.name} (pid {process.pid}) exited ({_how(process.exitcode)}): stopped the others; "
