@@ -161,7 +161,7 @@ class ServingParams(Section):
     max_batch_size: PositiveInt
     max_batch_wait_ms: Annotated[float, Field(ge=0, le=1000)]
     server_processes: PositiveInt | None
-    inference_workers: PositiveInt | None
+    inference_workers: Annotated[int, Field(ge=0)] | None
     max_items: PositiveInt
     max_text_chars: PositiveInt
     reload_seconds: Annotated[float, Field(gt=0)]

@@ -20,7 +20,7 @@ from mlops.ml.model import load_classifier
 from mlops.serving.batcher import Batcher
 from mlops.serving.metrics import Metrics
 from mlops.serving.router import Variant
-from mlops.serving.workers import InferenceWorkers, inference_workers
+from mlops.serving.workers import InferenceWorkers, InProcessInference, inference_workers
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class Served:
     """A loaded version with its own workers and batcher: swapping versions never mixes them in a batch."""
 
     model: LoadedModel
-    workers: InferenceWorkers
+    workers: InferenceWorkers | InProcessInference
     batcher: Batcher
 
     @property
@@ -268,10 +268,15 @@ class ModelPool:
         def count_batch(size: int) -> None:
             self._metrics.batch_size.labels(variant=variant).observe(size)
 
-        workers = InferenceWorkers(loaded.classifier.predict_proba, self._inference_workers, self._threads)
+        predict = loaded.classifier.predict_proba
+        workers: InferenceWorkers | InProcessInference
+        if self._inference_workers:
+            workers = InferenceWorkers(predict, self._inference_workers, self._threads)
+        else:
+            workers = InProcessInference(predict)
         await workers.start()
         batcher = Batcher(
-            workers.score, self._max_batch_size, self._max_wait_seconds, count_batch, self._inference_workers
+            workers.score, self._max_batch_size, self._max_wait_seconds, count_batch, max(1, self._inference_workers)
         )
         batcher.start()
         previous = self._served.get(variant)

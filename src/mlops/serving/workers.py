@@ -35,9 +35,16 @@ def server_processes(settings: ServingParams) -> int:
 
 
 def inference_workers(settings: ServingParams) -> int:
-    """Worker processes per served version in each server process: serving.inference_workers, or the CPUs
-    shared among the server processes (at least one each)."""
-    return settings.inference_workers or max(1, joblib.cpu_count() // server_processes(settings))
+    """Worker processes per served version in each server process (0: it scores batches itself):
+    serving.inference_workers, or 0 when there is a server process per CPU, else the CPUs each may use.
+
+    With a server process per CPU, each is one busy task for its CPU: its batches cost it no pipe, pickling
+    or second process to schedule, and at 32 connections on 2 CPUs it answered about 10% more requests a
+    second than with a worker process each (and as many at 64)."""
+    if settings.inference_workers is not None:
+        return settings.inference_workers
+    cpus, processes = joblib.cpu_count(), server_processes(settings)
+    return 0 if processes >= cpus else cpus // processes
 
 
 class InferenceError(RuntimeError):
@@ -171,3 +178,20 @@ class InferenceWorkers:
     async def close(self) -> None:
         await asyncio.gather(*(worker.close() for worker in self._workers))
         self._workers.clear()
+
+
+class InProcessInference:
+    """Batches scored by the server process itself, on its event loop (inference_workers 0): the loop answers
+    nothing else while it scores one, a few milliseconds."""
+
+    def __init__(self, predict: Predict) -> None:
+        self._predict = predict
+
+    async def start(self) -> None:
+        pass
+
+    async def score(self, texts: list[str]) -> np.ndarray:
+        return self._predict(texts)
+
+    async def close(self) -> None:
+        pass
