@@ -54,6 +54,7 @@ def serve(
     count = server_processes(params.serving)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited threads or locks
     children: list[tuple[BaseProcess, Connection]] = []
+    signal.signal(signal.SIGTERM, _exit)  # stopped while the models load: the `finally` below stops the processes
     with tempfile.TemporaryDirectory(prefix="mlops-serve-") as private:
         sockets = [str(Path(private) / f"{index}.sock") for index in range(count)]
         try:
@@ -76,6 +77,10 @@ def serve(
             _supervise(children)
         finally:
             _stop(children)
+
+
+def _exit(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _shared_listener(host: str, port: int) -> socket.socket:
@@ -189,10 +194,10 @@ def _serve_one(
     # process. Out of the collector's sight, it no longer makes each full collection a pause of 0.3-0.9 s.
     gc.freeze()
     _log_access_to_stdout()
-    supervisor.send(READY)
     try:
+        supervisor.send(READY)
         listeners: list[socket.socket] = supervisor.recv()
-    except EOFError:  # the supervisor is gone
+    except (BrokenPipeError, EOFError):  # the supervisor is gone
         sys.exit(1)
     config = uvicorn.Config(
         create_app(server),
