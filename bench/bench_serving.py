@@ -8,9 +8,10 @@ The run's model is registered in a throwaway copy of the sqlite tracking store (
 registry is left alone), and both servers load it from there as models:/NAME@champion. Each is driven by
 `wrk` (a C load generator that barely loads the CPU; Debian package wrk) and by closed-loop async Python
 clients, one sentence per request. The same run measures the model's batched ceiling: the model alone
-scoring batches of serving.max_batch_size on one thread per core the server may use, just before and just
-after each of `mlops serve`'s wrk measurements, while the server idles (the machine's speed drifts within
-minutes; each ratio uses the mean of the two around its measurement and prints the range). `--overload`
+scoring batches of serving.max_batch_size in one single-threaded process per core the server may use, just
+before and just after each of `mlops serve`'s wrk measurements, while the server idles (the machine's speed
+drifts within minutes; each ratio uses the mean of the two around its measurement and prints the range).
+`--overload`
 sends that many connections to `mlops serve` and reports the p99 of the requests it admitted (the others
 get 503 beyond serving.max_queued_texts). The framework floor
 (framework_floor.py: FastAPI with /predict's request and response and nothing else) is driven by wrk too:
@@ -36,12 +37,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from subprocess import PIPE
 
 import aiohttp
 import httpx
 import numpy as np
 import yaml
 from mlflow import MlflowClient
+
+from mlops.determinism import KERNEL_PINS
 
 BIN = Path(sys.executable).parent
 MODEL_NAME = "bench-serving"
@@ -125,33 +129,50 @@ def register(project: Path, workdir: Path) -> str:
     return uri
 
 
-def model_ceiling(env: dict[str, str], threads: int, batch_size: int, seconds: float) -> float:
-    """Texts per second the model alone scores in batches of ``batch_size`` on ``threads`` threads."""
-    code = f"""
-import threading, time
+CEILING_SCRIPT = """
+import sys, time
 import torch
 from mlops.serving.models import ModelSource, load
 torch.set_num_threads(1)
-classifier = load(ModelSource("models:/{MODEL_NAME}@champion").resolve()).classifier
-texts = ({SENTENCES!r} * {batch_size})[:{batch_size}]
+uri, batch_size, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+classifier = load(ModelSource(uri).resolve()).classifier
+texts = (%(sentences)r * batch_size)[:batch_size]
 classifier.predict_proba(texts)
-scored = [0] * {threads}
-stop = time.perf_counter() + {seconds}
-def score(worker):
-    while time.perf_counter() < stop:
-        classifier.predict_proba(texts)
-        scored[worker] += len(texts)
-workers = [threading.Thread(target=score, args=(n,)) for n in range({threads})]
-for worker in workers:
-    worker.start()
-for worker in workers:
-    worker.join()
-print(sum(scored) / {seconds})
+print("ready", flush=True)
+sys.stdin.readline()  # every scorer starts at once
+scored, stop = 0, time.perf_counter() + seconds
+while time.perf_counter() < stop:
+    classifier.predict_proba(texts)
+    scored += len(texts)
+print(scored / seconds)
 """
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    if result.returncode:
-        raise SystemExit(f"measuring the model's ceiling failed:\n{result.stderr[-3000:]}")
-    return float(result.stdout.strip().splitlines()[-1])
+
+
+def model_ceiling(env: dict[str, str], processes: int, batch_size: int, seconds: float, workdir: Path) -> float:
+    """Texts per second the model alone scores in batches of ``batch_size``, in ``processes`` processes of one
+    thread each, all at once. Processes, as the server uses the cores: threads of one process share its GIL,
+    and the transformers modules' Python held two threads to 0.6-0.7 of what two processes score."""
+    command = [
+        *[sys.executable, "-c", CEILING_SCRIPT % {"sentences": SENTENCES}],
+        *[f"models:/{MODEL_NAME}@champion", str(batch_size), str(seconds)],
+    ]
+    logs = [workdir / f"ceiling-{number}.log" for number in range(processes)]
+    scorers = []
+    for log in logs:
+        with log.open("w") as errors:
+            scorers.append(subprocess.Popen(command, env=env, stdin=PIPE, stdout=PIPE, stderr=errors, text=True))
+    try:
+        for scorer, log in zip(scorers, logs, strict=True):
+            if scorer.stdout.readline().strip() != "ready":
+                raise SystemExit(f"measuring the model's ceiling failed:\n{log.read_text()[-3000:]}")
+        for scorer in scorers:
+            scorer.stdin.write("go\n")
+            scorer.stdin.flush()
+        return sum(float(scorer.communicate()[0]) for scorer in scorers)
+    finally:
+        for scorer in scorers:
+            scorer.kill()
+            scorer.wait()
 
 
 @contextmanager
@@ -264,7 +285,7 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def ratios(results: list[Result], ceilings: dict[int, tuple[float, float]], threads: int) -> str:
+def ratios(results: list[Result], ceilings: dict[int, tuple[float, float]], processes: int) -> str:
     """One line per wrk measurement of mlops serve; ``ceilings`` holds the two around each (by connections)."""
     by_key = {(r.server, r.client, r.connections): r for r in results}
     lines = []
@@ -277,7 +298,7 @@ def ratios(results: list[Result], ceilings: dict[int, tuple[float, float]], thre
             f"wrk, {connections} connections: p99 {ours.percentiles_ms[99] / ours.percentiles_ms[50]:.1f}x p50, "
             f"{ours.rps / ceiling:.2f} of the model's ceiling ({ours.rps / max(before, after):.2f} to "
             f"{ours.rps / min(before, after):.2f}; {before:.0f} texts/s just before, {after:.0f} just after, "
-            f"batches of max_batch_size on {threads} threads)"
+            f"batches of max_batch_size in {processes} processes)"
         )
         theirs = by_key.get(("mlflow models serve", client, connections))
         if theirs:
@@ -314,10 +335,12 @@ def main() -> None:
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": str(params["threads"])}
         env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"  # mlflow models serve starts `uvicorn` from PATH
         env.update(HF_HUB_OFFLINE="1", MLFLOW_DISABLE_TELEMETRY="true", TOKENIZERS_PARALLELISM="false")
+        for pin in KERNEL_PINS:  # mlops serve runs the kernels torch picks: so must its ceiling, whatever the shell set
+            env.pop(pin, None)
         print(f"load average before: {load_average()} ({os.cpu_count()} cores)")
-        threads = len(os.sched_getaffinity(0))  # the ceiling uses every core the server may use
+        processes = len(os.sched_getaffinity(0))  # the ceiling uses every core the server may use
         batch_size = params["serving"]["max_batch_size"]
-        ceiling = model_ceiling(env, threads, batch_size, args.duration)
+        ceiling = model_ceiling(env, processes, batch_size, args.duration, workdir)
         ceilings: dict[int, tuple[float, float]] = {}  # around each wrk measurement of mlops serve
         ours_port, theirs_port, floor_port = free_port(), free_port(), free_port()
         servers = [
@@ -356,7 +379,7 @@ def main() -> None:
                     results.append(wrk(target, connections, args.duration, args.warmup, workdir))
                     print(f"measured {target.name} at {connections} wrk connections", file=sys.stderr)
                     if target.name == "mlops serve":
-                        after = model_ceiling(env, threads, batch_size, args.duration)
+                        after = model_ceiling(env, processes, batch_size, args.duration, workdir)
                         ceilings[connections], ceiling = (ceiling, after), after
                 if target.name == FLOOR:
                     continue
@@ -369,7 +392,7 @@ def main() -> None:
         print(f"load average after: {load_average()}")
     print(table(results))
     print()
-    print(ratios(results, ceilings, threads))
+    print(ratios(results, ceilings, processes))
 
 
 if __name__ == "__main__":
