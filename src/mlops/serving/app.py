@@ -12,7 +12,7 @@ import os
 import random
 import time
 import uuid
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -222,8 +222,7 @@ class RequestObserver:
             elapsed = time.perf_counter() - started
             path = scope["path"]
             if path == "/predict":
-                self.server.metrics.requests.labels(variant=state["variant"], status=str(status)).inc()
-                self.server.metrics.latency.labels(variant=state["variant"]).observe(elapsed)
+                self.server.metrics.answered(state["variant"], status, elapsed)
             if path not in UNLOGGED_PATHS and not self.server.siblings.asking(scope):
                 entry = {
                     "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -338,17 +337,13 @@ class ModelServer:
             )
         probabilities = await served.batcher.submit(texts)
         labels = served.model.classifier.labels
-        # Whole-array numpy calls and one metrics lookup per request: this runs on the event loop.
+        # Whole-array numpy calls: this runs on the event loop.
         predicted = [labels[index] for index in probabilities.argmax(axis=1).tolist()]
         predictions = [
             Prediction(label=label, score=score)
             for label, score in zip(predicted, probabilities.max(axis=1).tolist(), strict=True)
         ]
-        input_chars = self.metrics.input_chars.labels(variant=variant)
-        for text in texts:
-            input_chars.observe(len(text))
-        for label, count in Counter(predicted).items():
-            self.metrics.predictions.labels(variant=variant, label=label).inc(count)
+        self.metrics.scored(variant, texts, predicted)
         self.recent.add(request_id, variant, served.version, predicted, labels)
         return served.version, predictions
 
@@ -370,8 +365,7 @@ class ModelServer:
         except Exception:
             status = 500
             log.exception("shadow scoring on the challenger failed")
-        self.metrics.requests.labels(variant="challenger", status=str(status)).inc()
-        self.metrics.latency.labels(variant="challenger").observe(time.perf_counter() - started)
+        self.metrics.answered("challenger", status, time.perf_counter() - started)
 
     async def feedback(self, body: FeedbackRequest, scope: Scope) -> FeedbackResponse:
         """Score the feedback here, or where the request it judges was answered (another server process)."""

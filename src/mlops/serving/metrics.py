@@ -3,6 +3,7 @@ recording rules, the Grafana dashboard and `mlops canary analyze`): rename nothi
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -83,6 +84,7 @@ class Metrics:
             registry=registry,
         )
         self._served: dict[str, tuple[str, str]] = {}
+        self._children: dict[tuple[object, ...], Counter | Histogram] = {}
         self._feedback_counts: dict[str, list[int]] = {}
         # Series that exist at 0 from the start: increase() and rate() ignore a series' first sample, so
         # the first burst of errors on a fresh series would be invisible to the alerts and the canary.
@@ -93,6 +95,28 @@ class Metrics:
                 self.feedback.labels(variant=variant, correct=correct)
             self.load_failures.labels(variant=variant)
             self.rejected.labels(variant=variant)
+
+    def answered(self, variant: str, status: int, seconds: float) -> None:
+        """A prediction request's status and latency."""
+        self._child(self.requests, variant, str(status)).inc()
+        self._child(self.latency, variant).observe(seconds)
+
+    def scored(self, variant: str, texts: list[str], predicted: list[str]) -> None:
+        """The length of each text a request sent and the labels predicted for them."""
+        chars = self._child(self.input_chars, variant)
+        for text in texts:
+            chars.observe(len(text))
+        for label, count in collections.Counter(predicted).items():
+            self._child(self.predictions, variant, label).inc(count)
+
+    def _child(self, metric: Counter | Histogram, *labels: str) -> Counter | Histogram:
+        """``metric.labels(*labels)``, looked up once: the lookup costs more than the update, on every request.
+        Only for series never removed (a removed child would keep counting unseen)."""
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def model_loaded(self, variant: str, model: str, version: str, label_share: dict[str, float]) -> None:
         """Point the info and label-share gauges at a newly served version, dropping the old label set."""
