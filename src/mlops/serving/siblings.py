@@ -32,6 +32,7 @@ class Siblings:
         return self.own is not None and scope.get("server") == (self.own, None)
 
     def _connected(self) -> list[httpx.AsyncClient]:
+        # Made on first use, in the server process: the supervisor sends it this object pickled, clients unmade.
         if len(self._clients) != len(self.others):
             self._clients = [
                 httpx.AsyncClient(
