@@ -11,11 +11,10 @@ clients, one sentence per request. The same run measures the model's batched cei
 scoring batches of serving.max_batch_size in one single-threaded process per core the server may use, just
 before and just after each of `mlops serve`'s wrk measurements, while the server idles (the machine's speed
 drifts within minutes; each ratio uses the mean of the two around its measurement and prints the range).
-`--overload`
-sends that many connections to `mlops serve` and reports the p99 of the requests it admitted (the others
-get 503 beyond serving.max_queued_texts). The framework floor
-(framework_floor.py: FastAPI with /predict's request and response and nothing else) is driven by wrk too:
-what FastAPI's routing alone costs a request on one core (`mlops serve` answers /predict in front of it).
+`--overload` sends that many connections to `mlops serve` and reports the p99 of the requests it admitted
+(the others get 503 beyond serving.max_queued_texts). The framework floor (framework_floor.py: FastAPI with
+/predict's request and response and nothing else) is driven by wrk too: what FastAPI's routing alone costs
+a request on one core (`mlops serve` answers /predict in front of it).
 Prints markdown tables and the ratios.
 Timings only mean something on an otherwise idle machine: the bench prints the load average before and after.
 """

@@ -1,9 +1,10 @@
 """Inference in worker processes: each holds its own copy of the model and its own interpreter lock.
 
 In one process the model's Python (the tokenizer wrapper, the module calls between short torch ops) and the
-event loop take turns on the interpreter lock, so two inference threads scored no more than one
-(bench/bench_serving.py). Worker processes score batches on every core while the event loop answers HTTP.
-The loop talks to each worker over a pipe it watches with add_reader: no thread of the server waits on them.
+event loop take turns on the interpreter lock: two threads of one process scored 1.15-1.2 times what one
+thread scores, two processes 1.75-2 times. Worker processes score batches on every core while the event loop
+answers HTTP. The loop talks to each worker over a pipe it watches with add_reader: no thread of the server
+waits on them.
 """
 
 from __future__ import annotations
