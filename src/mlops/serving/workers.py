@@ -2,7 +2,7 @@
 
 In one process the model's Python (the tokenizer wrapper, the module calls between short torch ops) and the
 event loop take turns on the interpreter lock: two threads of one process scored 1.15-1.2 times what one
-thread scores, two processes 1.75-2 times. Worker processes score batches on every core while the event loop
+thread scores, two processes 1.75-1.9 times. Worker processes score batches on every core while the event loop
 answers HTTP. The loop talks to each worker over a pipe it watches with add_reader: no thread of the server
 waits on them.
 """
