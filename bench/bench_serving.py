@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from subprocess import PIPE
@@ -133,41 +133,55 @@ import sys, time
 import torch
 from mlops.serving.models import ModelSource, load
 torch.set_num_threads(1)
-uri, batch_size, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+uri, batch_size = sys.argv[1], int(sys.argv[2])
 classifier = load(ModelSource(uri).resolve()).classifier
 texts = (%(sentences)r * batch_size)[:batch_size]
 classifier.predict_proba(texts)
 print("ready", flush=True)
-sys.stdin.readline()  # every scorer starts at once
-scored, stop = 0, time.perf_counter() + seconds
-while time.perf_counter() < stop:
-    classifier.predict_proba(texts)
-    scored += len(texts)
-print(scored / seconds)
+for line in sys.stdin:  # each line: score for that many seconds (every scorer gets it at once), print the rate
+    seconds = float(line)
+    scored, stop = 0, time.perf_counter() + seconds
+    while time.perf_counter() < stop:
+        classifier.predict_proba(texts)
+        scored += len(texts)
+    print(scored / seconds, flush=True)
 """
 
 
-def model_ceiling(env: dict[str, str], processes: int, batch_size: int, seconds: float, workdir: Path) -> float:
-    """Texts per second the model alone scores in batches of ``batch_size``, in ``processes`` processes of one
-    thread each, all at once. Processes, as the server uses the cores: threads of one process share its GIL,
-    and the transformers modules' Python held two threads to 0.6-0.7 of what two processes score."""
+@contextmanager
+def model_ceiling(
+    env: dict[str, str], processes: int, batch_size: int, workdir: Path
+) -> Iterator[Callable[[float], float]]:
+    """Measures texts per second the model alone scores in batches of ``batch_size``, in ``processes`` processes
+    of one thread each, all at once. Processes, as the server uses the cores: threads of one process share its
+    GIL, and the transformers modules' Python held two threads to 0.6-0.7 of what two processes score. The
+    scorers load the model once and idle between measurements."""
     command = [
         *[sys.executable, "-c", CEILING_SCRIPT % {"sentences": SENTENCES}],
-        *[f"models:/{MODEL_NAME}@champion", str(batch_size), str(seconds)],
+        *[f"models:/{MODEL_NAME}@champion", str(batch_size)],
     ]
     logs = [workdir / f"ceiling-{number}.log" for number in range(processes)]
     scorers = []
     for log in logs:
         with log.open("w") as errors:
             scorers.append(subprocess.Popen(command, env=env, stdin=PIPE, stdout=PIPE, stderr=errors, text=True))
-    try:
+
+    def answers() -> Iterator[str]:
         for scorer, log in zip(scorers, logs, strict=True):
-            if scorer.stdout.readline().strip() != "ready":
+            answer = scorer.stdout.readline().strip()
+            if not answer:
                 raise SystemExit(f"measuring the model's ceiling failed:\n{log.read_text()[-3000:]}")
+            yield answer
+
+    def measure(seconds: float) -> float:
         for scorer in scorers:
-            scorer.stdin.write("go\n")
+            scorer.stdin.write(f"{seconds}\n")
             scorer.stdin.flush()
-        return sum(float(scorer.communicate()[0]) for scorer in scorers)
+        return sum(map(float, answers()))
+
+    try:
+        list(answers())  # every scorer has loaded the model
+        yield measure
     finally:
         for scorer in scorers:
             scorer.kill()
@@ -325,8 +339,8 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: run `make system-deps` (Debian package wrk)")
 
-    with tempfile.TemporaryDirectory(prefix="bench-serving-") as temporary:
-        workdir = Path(temporary)
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-serving-")))
         uri = register(project, workdir)
         params = yaml.safe_load((project / "params.yaml").read_text())
         params["tracking"]["registered_model"] = MODEL_NAME
@@ -339,7 +353,8 @@ def main() -> None:
         print(f"load average before: {load_average()} ({os.cpu_count()} cores)")
         processes = len(os.sched_getaffinity(0))  # the ceiling uses every core the server may use
         batch_size = params["serving"]["max_batch_size"]
-        ceiling = model_ceiling(env, processes, batch_size, args.duration, workdir)
+        ceiling_of = stack.enter_context(model_ceiling(env, processes, batch_size, workdir))
+        ceiling = ceiling_of(args.duration)
         ceilings: dict[int, tuple[float, float]] = {}  # around each wrk measurement of mlops serve
         ours_port, theirs_port, floor_port = free_port(), free_port(), free_port()
         servers = [
@@ -378,7 +393,7 @@ def main() -> None:
                     results.append(wrk(target, connections, args.duration, args.warmup, workdir))
                     print(f"measured {target.name} at {connections} wrk connections", file=sys.stderr)
                     if target.name == "mlops serve":
-                        after = model_ceiling(env, processes, batch_size, args.duration, workdir)
+                        after = ceiling_of(args.duration)
                         ceilings[connections], ceiling = (ceiling, after), after
                 if target.name == FLOOR:
                     continue
